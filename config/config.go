@@ -1,0 +1,535 @@
+package config
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// DefaultPath is where the packages install the configuration.
+const DefaultPath = "/etc/antespam-milter/antespam-milter.toml"
+
+// Config is the whole configuration. Field tags are the TOML keys, which are
+// the contract documented in the README and packaging/antespam-milter.toml.
+type Config struct {
+	Listen             string        `toml:"listen"`
+	SocketMode         string        `toml:"socket_mode"`
+	SocketGroup        string        `toml:"socket_group"`
+	Source             string        `toml:"source"`
+	Mode               string        `toml:"mode"`
+	TrustedNetworks    []string      `toml:"trusted_networks"`
+	DecisionTimeout    time.Duration `toml:"decision_timeout"`
+	ShutdownTimeout    time.Duration `toml:"shutdown_timeout"`
+	SessionIdleTimeout time.Duration `toml:"session_idle_timeout"`
+	MaxSessions        int           `toml:"max_sessions"`
+	LogFormat          string        `toml:"log_format"`
+	LogLevel           string        `toml:"log_level"`
+	MetricsListen      string        `toml:"metrics_listen"`
+
+	Hosts      Hosts      `toml:"hosts"`
+	Recipients Recipients `toml:"recipients"`
+	Cache      Cache      `toml:"cache"`
+	Memcache   Memcache   `toml:"memcache"`
+	LDAP       LDAP       `toml:"ldap"`
+	File       File       `toml:"file"`
+
+	// TrustedPrefixes is TrustedNetworks parsed; filled by Load.
+	TrustedPrefixes []netip.Prefix `toml:"-"`
+	// Path is the file the config was read from; filled by Load.
+	Path string `toml:"-"`
+	// Warnings are problems that do not make the config invalid (a
+	// world-readable password file, say); filled by Load.
+	Warnings []string `toml:"-"`
+}
+
+// Hosts configures the connect-stage check of the client host.
+type Hosts struct {
+	Enabled       bool   `toml:"enabled"`
+	RejectReply   string `toml:"reject_reply"`
+	TempfailReply string `toml:"tempfail_reply"`
+	OnLookupError string `toml:"on_lookup_error"` // "accept" or "tempfail"
+}
+
+// Recipients configures the RCPT-stage check of recipient addresses.
+type Recipients struct {
+	Enabled            bool     `toml:"enabled"`
+	Domains            []string `toml:"domains"`
+	RecipientDelimiter string   `toml:"recipient_delimiter"`
+	CaseFoldLocalPart  bool     `toml:"case_fold_local_part"`
+	CatchAll           bool     `toml:"catch_all"`
+	AlwaysAccept       []string `toml:"always_accept"`
+	RejectReply        string   `toml:"reject_reply"`
+	TempfailReply      string   `toml:"tempfail_reply"`
+	OnLookupError      string   `toml:"on_lookup_error"` // "tempfail" or "accept"
+}
+
+// Cache configures the in-process LRU tier.
+type Cache struct {
+	Size        int           `toml:"size"`
+	TTL         time.Duration `toml:"ttl"`
+	NegativeTTL time.Duration `toml:"negative_ttl"`
+	StaleMax    time.Duration `toml:"stale_max"`
+}
+
+// Memcache configures the shared memcached tier; no servers turns it off.
+type Memcache struct {
+	Servers      []string      `toml:"servers"`
+	KeyPrefix    string        `toml:"key_prefix"`
+	TTL          time.Duration `toml:"ttl"`
+	NegativeTTL  time.Duration `toml:"negative_ttl"`
+	Timeout      time.Duration `toml:"timeout"`
+	MaxIdleConns int           `toml:"max_idle_conns"`
+	// LockTimeout bounds how long a daemon waits for another daemon of the
+	// fleet that holds the per-key lock to publish its answer.
+	LockTimeout time.Duration `toml:"lock_timeout"`
+}
+
+// LDAP configures the LDAP directory source.
+type LDAP struct {
+	URLs             []string      `toml:"urls"`
+	StartTLS         bool          `toml:"start_tls"`
+	TLSCAFile        string        `toml:"tls_ca_file"`
+	BindDN           string        `toml:"bind_dn"`
+	BindPasswordFile string        `toml:"bind_password_file"`
+	BaseDN           string        `toml:"base_dn"`
+	RecipientFilter  string        `toml:"recipient_filter"`
+	HostFilter       string        `toml:"host_filter"`
+	Timeout          time.Duration `toml:"timeout"`
+	Connections      int           `toml:"connections"`
+	// MaxInFlight caps the requests outstanding on one connection; slapd
+	// drops an anonymous connection past 100 pending requests.
+	MaxInFlight int `toml:"max_in_flight"`
+	// BindPassword is read from BindPasswordFile by Load; never logged.
+	BindPassword string `toml:"-"`
+}
+
+// File configures the plain-text list source.
+type File struct {
+	Recipients string `toml:"recipients"`
+	Hosts      string `toml:"hosts"`
+}
+
+// Default returns the configuration used for every key the file omits.
+func Default() Config {
+	return Config{
+		Listen:             "inet:8890@127.0.0.1",
+		SocketMode:         "0660",
+		Source:             "file",
+		Mode:               "enforce",
+		DecisionTimeout:    5 * time.Second,
+		ShutdownTimeout:    10 * time.Second,
+		SessionIdleTimeout: 10 * time.Minute,
+		MaxSessions:        10000,
+		LogFormat:          "text",
+		LogLevel:           "info",
+		Hosts: Hosts{
+			Enabled:       true,
+			RejectReply:   "554 5.7.1 Connection refused: client host is listed",
+			TempfailReply: "451 4.3.0 Temporary lookup failure",
+			OnLookupError: "accept",
+		},
+		Recipients: Recipients{
+			Enabled:           true,
+			CaseFoldLocalPart: true,
+			AlwaysAccept:      []string{"postmaster"},
+			RejectReply:       "550 5.1.1 <{rcpt}>: Recipient address rejected: User unknown",
+			TempfailReply:     "451 4.3.0 <{rcpt}>: Temporary lookup failure",
+			OnLookupError:     "tempfail",
+		},
+		Cache: Cache{
+			Size:        100000,
+			TTL:         time.Minute,
+			NegativeTTL: 30 * time.Second,
+			StaleMax:    24 * time.Hour,
+		},
+		Memcache: Memcache{
+			KeyPrefix:   "antespam:1:",
+			TTL:         time.Hour,
+			NegativeTTL: 5 * time.Minute,
+			Timeout:     100 * time.Millisecond,
+			LockTimeout: 2 * time.Second,
+		},
+		LDAP: LDAP{
+			RecipientFilter: "(|(mail=%s)(mailLocalAddress=%s))",
+			HostFilter:      "(|(ipHostNumber=%s)(cn=%s))",
+			Timeout:         2 * time.Second,
+			Connections:     4,
+			MaxInFlight:     64,
+		},
+		File: File{
+			Recipients: "/etc/antespam-milter/recipients",
+			Hosts:      "/etc/antespam-milter/hosts",
+		},
+	}
+}
+
+// Error is one problem with one key.
+type Error struct {
+	File string
+	Line int    // 0 when unknown
+	Key  string // "section.key", or "" for the file as a whole
+	Msg  string
+}
+
+func (e Error) Error() string {
+	var b strings.Builder
+	b.WriteString(e.File)
+	if e.Line > 0 {
+		fmt.Fprintf(&b, ":%d", e.Line)
+	}
+	if e.Key != "" {
+		b.WriteString(": ")
+		b.WriteString(e.Key)
+	}
+	b.WriteString(": ")
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// Errors is every problem found in one file. Load returns it as its error.
+type Errors []Error
+
+func (es Errors) Error() string {
+	s := make([]string, len(es))
+	for i, e := range es {
+		s[i] = e.Error()
+	}
+	return strings.Join(s, "\n")
+}
+
+// Load reads, decodes and validates the file at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse decodes and validates data as if read from the file name.
+func Parse(name string, data []byte) (*Config, error) {
+	c := Default()
+	// The defaults' lists must not leak into an explicitly set list.
+	c.Recipients.AlwaysAccept = nil
+	lines := keyLines(data)
+	md, err := toml.Decode(string(data), &c)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return nil, Errors{{File: name, Line: pe.Position.Line, Key: pe.LastKey, Msg: pe.Message}}
+		}
+		return nil, Errors{{File: name, Msg: err.Error()}}
+	}
+	if !md.IsDefined("recipients", "always_accept") {
+		c.Recipients.AlwaysAccept = Default().Recipients.AlwaysAccept
+	}
+	v := &validator{file: name, lines: lines}
+	for _, k := range md.Undecoded() {
+		v.add(k.String(), "unknown key")
+	}
+	c.Path = name
+	c.validate(v)
+	if len(v.errs) > 0 {
+		sort.SliceStable(v.errs, func(i, j int) bool { return v.errs[i].Line < v.errs[j].Line })
+		return nil, v.errs
+	}
+	return &c, nil
+}
+
+type validator struct {
+	file  string
+	lines map[string]int
+	errs  Errors
+}
+
+func (v *validator) add(key, format string, args ...any) {
+	v.errs = append(v.errs, Error{File: v.file, Line: v.lines[key], Key: key, Msg: fmt.Sprintf(format, args...)})
+}
+
+var (
+	replyRE    = regexp.MustCompile(`^([245])[0-9][0-9] ([245])\.[0-9]{1,3}\.[0-9]{1,3} \S`)
+	listenRE   = regexp.MustCompile(`^(inet|inet6):([0-9]+)(@.+)?$|^(unix|local):(/.+)$`)
+	logLevels  = map[string]bool{"debug": true, "info": true, "warn": true, "error": true}
+	onErrHosts = map[string]bool{"accept": true, "tempfail": true}
+)
+
+func (c *Config) validate(v *validator) {
+	if !listenRE.MatchString(c.Listen) {
+		v.add("listen", "%q is not inet:PORT@HOST, inet6:PORT@[HOST], unix:/path or local:/path", c.Listen)
+	} else if m := listenRE.FindStringSubmatch(c.Listen); m[2] != "" {
+		if p, err := strconv.Atoi(m[2]); err != nil || p < 1 || p > 65535 {
+			v.add("listen", "port %q is not between 1 and 65535", m[2])
+		}
+	}
+	if m, err := strconv.ParseUint(c.SocketMode, 8, 32); err != nil || m > 0o777 {
+		v.add("socket_mode", "%q is not an octal file mode such as \"0660\"", c.SocketMode)
+	}
+	switch c.Source {
+	case "file":
+		if c.File.Recipients == "" && c.Recipients.Enabled {
+			v.add("file.recipients", "must name a file when source = \"file\" and recipients are checked")
+		}
+		if c.File.Hosts == "" && c.Hosts.Enabled {
+			v.add("file.hosts", "must name a file when source = \"file\" and hosts are checked")
+		}
+	case "ldap":
+		c.LDAP.validate(v, c)
+	default:
+		v.add("source", "%q is not \"file\" or \"ldap\"", c.Source)
+	}
+	if c.Mode != "enforce" && c.Mode != "report" {
+		v.add("mode", "%q is not \"enforce\" or \"report\"", c.Mode)
+	}
+	c.TrustedPrefixes = nil
+	for _, n := range c.TrustedNetworks {
+		p, err := parsePrefix(n)
+		if err != nil {
+			v.add("trusted_networks", "%q is not an IP address or network: %v", n, err)
+			continue
+		}
+		c.TrustedPrefixes = append(c.TrustedPrefixes, p)
+	}
+	positive(v, "decision_timeout", c.DecisionTimeout)
+	positive(v, "shutdown_timeout", c.ShutdownTimeout)
+	positive(v, "session_idle_timeout", c.SessionIdleTimeout)
+	if c.MaxSessions < 1 {
+		v.add("max_sessions", "must be at least 1, not %d", c.MaxSessions)
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		v.add("log_format", "%q is not \"text\" or \"json\"", c.LogFormat)
+	}
+	if !logLevels[c.LogLevel] {
+		v.add("log_level", "%q is not debug, info, warn or error", c.LogLevel)
+	}
+	if c.MetricsListen != "" {
+		if _, err := netip.ParseAddrPort(c.MetricsListen); err != nil && !strings.HasPrefix(c.MetricsListen, "localhost:") {
+			v.add("metrics_listen", "%q is not HOST:PORT with an IP address: %v", c.MetricsListen, err)
+		}
+	}
+
+	reply(v, "hosts.reject_reply", c.Hosts.RejectReply, '5')
+	reply(v, "hosts.tempfail_reply", c.Hosts.TempfailReply, '4')
+	if !onErrHosts[c.Hosts.OnLookupError] {
+		v.add("hosts.on_lookup_error", "%q is not \"accept\" or \"tempfail\"", c.Hosts.OnLookupError)
+	}
+	reply(v, "recipients.reject_reply", c.Recipients.RejectReply, '5')
+	reply(v, "recipients.tempfail_reply", c.Recipients.TempfailReply, '4')
+	if !onErrHosts[c.Recipients.OnLookupError] {
+		v.add("recipients.on_lookup_error", "%q is not \"accept\" or \"tempfail\"", c.Recipients.OnLookupError)
+	}
+	for _, d := range c.Recipients.Domains {
+		if d == "" || strings.ContainsAny(d, "@ \t<>") {
+			v.add("recipients.domains", "%q is not a domain name", d)
+		}
+	}
+	for _, r := range c.Recipients.RecipientDelimiter {
+		if r == '@' || r == ' ' || r > 0x7e || r < 0x21 {
+			v.add("recipients.recipient_delimiter", "%q cannot be a delimiter", r)
+		}
+	}
+	for _, a := range c.Recipients.AlwaysAccept {
+		if a == "" || strings.ContainsAny(a, "@ \t<>") {
+			v.add("recipients.always_accept", "%q is not a local part", a)
+		}
+	}
+
+	if c.Cache.Size < 0 {
+		v.add("cache.size", "must be 0 (off) or more, not %d", c.Cache.Size)
+	}
+	positive(v, "cache.ttl", c.Cache.TTL)
+	positive(v, "cache.negative_ttl", c.Cache.NegativeTTL)
+	if c.Cache.StaleMax < c.Cache.TTL {
+		v.add("cache.stale_max", "%s is shorter than cache.ttl %s", c.Cache.StaleMax, c.Cache.TTL)
+	}
+
+	for _, s := range c.Memcache.Servers {
+		if _, _, err := splitHostPort(s); err != nil {
+			v.add("memcache.servers", "%q is not HOST:PORT or a /path: %v", s, err)
+		}
+	}
+	if len(c.Memcache.KeyPrefix) > 64 || strings.ContainsFunc(c.Memcache.KeyPrefix, func(r rune) bool { return r <= 0x20 || r >= 0x7f }) {
+		v.add("memcache.key_prefix", "%q must be at most 64 printable ASCII characters without spaces", c.Memcache.KeyPrefix)
+	}
+	positive(v, "memcache.ttl", c.Memcache.TTL)
+	positive(v, "memcache.negative_ttl", c.Memcache.NegativeTTL)
+	positive(v, "memcache.timeout", c.Memcache.Timeout)
+	positive(v, "memcache.lock_timeout", c.Memcache.LockTimeout)
+	if c.Memcache.MaxIdleConns < 0 {
+		v.add("memcache.max_idle_conns", "must be 0 (default) or more, not %d", c.Memcache.MaxIdleConns)
+	}
+	if len(c.Memcache.Servers) > 0 && c.Cache.StaleMax < c.Memcache.TTL {
+		v.add("cache.stale_max", "%s is shorter than memcache.ttl %s", c.Cache.StaleMax, c.Memcache.TTL)
+	}
+}
+
+func (l *LDAP) validate(v *validator, c *Config) {
+	if len(l.URLs) == 0 {
+		v.add("ldap.urls", "at least one URL is needed when source = \"ldap\"")
+	}
+	for _, u := range l.URLs {
+		if !strings.HasPrefix(u, "ldap://") && !strings.HasPrefix(u, "ldaps://") && !strings.HasPrefix(u, "ldapi://") {
+			v.add("ldap.urls", "%q is not an ldap://, ldaps:// or ldapi:// URL", u)
+		}
+	}
+	if l.BaseDN == "" {
+		v.add("ldap.base_dn", "must be set when source = \"ldap\"")
+	}
+	if c.Recipients.Enabled {
+		filter(v, "ldap.recipient_filter", l.RecipientFilter)
+	}
+	if c.Hosts.Enabled {
+		filter(v, "ldap.host_filter", l.HostFilter)
+	}
+	positive(v, "ldap.timeout", l.Timeout)
+	if l.Connections < 1 || l.Connections > 64 {
+		v.add("ldap.connections", "must be between 1 and 64, not %d", l.Connections)
+	}
+	if l.MaxInFlight < 1 || l.MaxInFlight > 1000 {
+		v.add("ldap.max_in_flight", "must be between 1 and 1000, not %d", l.MaxInFlight)
+	}
+	if l.TLSCAFile != "" {
+		if _, err := os.Stat(l.TLSCAFile); err != nil {
+			v.add("ldap.tls_ca_file", "%v", err)
+		}
+	}
+	if (l.BindDN == "") != (l.BindPasswordFile == "") {
+		v.add("ldap.bind_password_file", "bind_dn and bind_password_file are set together or not at all")
+	}
+	if l.BindPasswordFile != "" {
+		fi, err := os.Stat(l.BindPasswordFile)
+		if err != nil {
+			v.add("ldap.bind_password_file", "%v", err)
+			return
+		}
+		data, err := os.ReadFile(l.BindPasswordFile)
+		if err != nil {
+			v.add("ldap.bind_password_file", "%v", err)
+			return
+		}
+		l.BindPassword = strings.TrimRight(string(data), "\r\n")
+		if fi.Mode().Perm()&0o004 != 0 {
+			c.Warnings = append(c.Warnings, fmt.Sprintf("%s: ldap.bind_password_file: %s is world-readable (mode %04o); chmod 0640 it", v.file, l.BindPasswordFile, fi.Mode().Perm()))
+		}
+	}
+}
+
+func filter(v *validator, key, f string) {
+	if !strings.HasPrefix(f, "(") || !strings.HasSuffix(f, ")") {
+		v.add(key, "%q is not an LDAP filter in parentheses", f)
+		return
+	}
+	if !strings.Contains(f, "%s") && !strings.Contains(f, "%u") && !strings.Contains(f, "%d") {
+		v.add(key, "%q has no %%s, %%u or %%d placeholder", f)
+	}
+	depth := 0
+	for _, r := range f {
+		switch r {
+		case '(':
+			depth++
+		case ')':
+			depth--
+		}
+		if depth < 0 {
+			break
+		}
+	}
+	if depth != 0 {
+		v.add(key, "%q has unbalanced parentheses", f)
+	}
+}
+
+func positive(v *validator, key string, d time.Duration) {
+	if d <= 0 {
+		v.add(key, "must be a positive duration such as \"5s\", not %s", d)
+	}
+}
+
+func reply(v *validator, key, r string, class byte) {
+	m := replyRE.FindStringSubmatch(r)
+	switch {
+	case m == nil:
+		v.add(key, "%q is not a reply such as \"%c50 %c.1.1 text\"", r, class, class)
+	case m[1][0] != class:
+		v.add(key, "%q must be a %cxx reply", r, class)
+	case m[1] != m[2]:
+		v.add(key, "%q: the SMTP code %sxx and the enhanced code %s.x.x disagree in class", r, m[1], m[2])
+	case strings.ContainsAny(r, "\r\n"):
+		v.add(key, "reply must be one line")
+	}
+}
+
+// parsePrefix accepts an address or a CIDR network.
+func parsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return p, err
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+func splitHostPort(s string) (string, string, error) {
+	if strings.HasPrefix(s, "/") {
+		return s, "", nil
+	}
+	i := strings.LastIndexByte(s, ':')
+	if i <= 0 || i == len(s)-1 {
+		return "", "", errors.New("missing port")
+	}
+	if _, err := strconv.Atoi(s[i+1:]); err != nil {
+		return "", "", errors.New("port is not a number")
+	}
+	return s[:i], s[i+1:], nil
+}
+
+var (
+	tableRE = regexp.MustCompile(`^\s*\[\s*([A-Za-z0-9_.-]+)\s*\]`)
+	keyRE   = regexp.MustCompile(`^\s*([A-Za-z0-9_-]+)\s*=`)
+)
+
+// keyLines maps "section.key" to the line it is set on, for error messages.
+// The TOML decoder keeps positions private; the config format is flat
+// enough for a line scan to find them.
+func keyLines(data []byte) map[string]int {
+	m := map[string]int{}
+	section := ""
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 0, 64*1024), 1<<20)
+	for n := 1; sc.Scan(); n++ {
+		line := sc.Text()
+		if t := tableRE.FindStringSubmatch(line); t != nil {
+			section = t[1]
+			if _, ok := m[section]; !ok {
+				m[section] = n
+			}
+			continue
+		}
+		if k := keyRE.FindStringSubmatch(line); k != nil {
+			full := k[1]
+			if section != "" {
+				full = section + "." + k[1]
+			}
+			if _, ok := m[full]; !ok {
+				m[full] = n
+			}
+		}
+	}
+	return m
+}
