@@ -1,0 +1,412 @@
+package lookup
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/bradfitz/gomemcache/memcache"
+
+	"github.com/antespam/antespam-milter/metrics"
+)
+
+// Defaults for the zero fields of MemcacheOptions.
+const (
+	DefaultMemcacheKeyPrefix    = "antespam:1:"
+	DefaultMemcacheTimeout      = 100 * time.Millisecond
+	DefaultMemcacheMaxIdleConns = 64
+	DefaultMemcacheLockTimeout  = 2 * time.Second
+	DefaultMemcacheLockTTL      = 5 * time.Second
+	DefaultMemcachePoll         = 5 * time.Millisecond
+	DefaultMemcacheBackoff      = time.Second
+)
+
+// memcachedMaxKey is the longest key memcached accepts.
+const memcachedMaxKey = 250
+
+// memcachedMaxRelative is the longest expiration memcached takes as
+// relative seconds; anything longer is read as a Unix time.
+const memcachedMaxRelative = 30 * 24 * time.Hour
+
+// MemcacheOptions configure the shared memcached tier ([memcache] in the
+// config, plus cache.stale_max).
+type MemcacheOptions struct {
+	// KeyPrefix starts every key; it carries a format version so that a
+	// rolling upgrade never misreads old values. Default "antespam:1:".
+	KeyPrefix string
+	// TTL is how long a found answer is fresh, NegativeTTL a not-found one,
+	// both counted from when the directory gave it.
+	TTL         time.Duration
+	NegativeTTL time.Duration
+	// StaleMax is how long a found item lives in memcached and may be
+	// served when the next tier fails.
+	StaleMax time.Duration
+	// Timeout bounds each memcached dial, read and write (default 100ms).
+	Timeout time.Duration
+	// MaxIdleConns is kept per server; set it near the expected number of
+	// concurrent lookups (default 64; the library's own default is 2).
+	MaxIdleConns int
+	// LockTimeout bounds how long a lookup waits for another daemon that
+	// holds the key's lock to publish its answer (default 2s).
+	LockTimeout time.Duration
+	// LockTTL is how long a lock outlives a daemon that died holding it
+	// (default 5s; rounded up to whole seconds).
+	LockTTL time.Duration
+	// PollInterval is how often a waiting lookup looks for the answer
+	// (default 5ms).
+	PollInterval time.Duration
+	// Backoff is how long memcached is left alone after a failure, so a
+	// down or frozen server costs one Timeout a Backoff rather than one a
+	// lookup (default 1s; negative: never back off).
+	Backoff time.Duration
+	// Now is the clock for answer ages; nil means time.Now.
+	Now func() time.Time
+}
+
+// Memcache is the tier shared by a fleet of daemons through memcached.
+//
+// Keys are KeyPrefix + kind + ":" + name. A name that would make the key
+// longer than 250 bytes, that holds a byte memcached refuses (space,
+// control characters, DEL) or any non-ASCII byte (UTF-8 addresses), or that
+// starts with "h:" is replaced by "h:" and the hex SHA-256 of the name, so
+// every input makes a safe key and none can inject a command.
+//
+// Values are "1 <unix-ms>" (found) or "0 <unix-ms>" (not found): the
+// answer and when the directory gave it. A found item lives in memcached for
+// StaleMax so it can bridge a directory outage; a not-found one only for
+// NegativeTTL.
+//
+// Any memcached failure (down, timeout, a value it cannot parse) is a miss
+// plus a rate-limited warning and a metrics.MemcacheErrors count, never a
+// failed lookup.
+//
+// Fleet-wide coalescing: before asking the next tier, a lookup takes a
+// short lock on the key with memcached's add. The daemon that gets it asks
+// and publishes the answer; the others poll for that answer for up to
+// LockTimeout, then ask themselves.
+type Memcache struct {
+	next   Source
+	client *memcache.Client
+	opts   MemcacheOptions
+	log    *slog.Logger
+	warn   warnLimiter
+	// downUntil (Unix nanoseconds) skips memcached after a failure.
+	downUntil atomic.Int64
+}
+
+var _ Source = (*Memcache)(nil)
+
+// NewMemcache returns the memcached tier in front of next, using the
+// memcached servers ("host:port" or a unix socket path). It fails when a
+// server name does not resolve; it does not connect. log may be nil.
+func NewMemcache(next Source, servers []string, opts MemcacheOptions, log *slog.Logger) (*Memcache, error) {
+	if len(servers) == 0 {
+		return nil, errors.New("memcache: no servers")
+	}
+	if opts.KeyPrefix == "" {
+		opts.KeyPrefix = DefaultMemcacheKeyPrefix
+	}
+	if !safeKeyPart(opts.KeyPrefix) || len(opts.KeyPrefix) > 100 {
+		return nil, fmt.Errorf("memcache: key prefix %q: must be at most 100 printable ASCII bytes without spaces", opts.KeyPrefix)
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = DefaultMemcacheTimeout
+	}
+	if opts.MaxIdleConns <= 0 {
+		opts.MaxIdleConns = DefaultMemcacheMaxIdleConns
+	}
+	if opts.LockTimeout <= 0 {
+		opts.LockTimeout = DefaultMemcacheLockTimeout
+	}
+	if opts.LockTTL <= 0 {
+		opts.LockTTL = DefaultMemcacheLockTTL
+	}
+	if opts.PollInterval <= 0 {
+		opts.PollInterval = DefaultMemcachePoll
+	}
+	if opts.Backoff == 0 {
+		opts.Backoff = DefaultMemcacheBackoff
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	// memcache.New drops SetServers' error, leaving a client on which
+	// every call fails with ErrNoServers.
+	var ss memcache.ServerList
+	if err := ss.SetServers(servers...); err != nil {
+		return nil, fmt.Errorf("memcache: servers %q: %w", servers, err)
+	}
+	c := memcache.NewFromSelector(&ss)
+	c.Timeout = opts.Timeout
+	c.MaxIdleConns = opts.MaxIdleConns
+	return &Memcache{next: next, client: c, opts: opts, log: log}, nil
+}
+
+// memcacheItem is a decoded value.
+type memcacheItem struct {
+	found bool
+	at    time.Time
+}
+
+// Lookup serves key from memcached when fresh; otherwise it asks the next
+// tier (once for the fleet, see Memcache) and publishes the answer. When
+// the next tier fails, a found item younger than StaleMax is served with
+// Stale set.
+func (m *Memcache) Lookup(ctx context.Context, key Key) (Answer, error) {
+	if !m.up() {
+		return m.next.Lookup(ctx, key)
+	}
+	ik := m.itemKey(key)
+	item, cached := m.get(ik)
+	if cached && m.fresh(item) {
+		return Answer{Found: item.found, At: item.at, Tier: "memcache"}, nil
+	}
+	ans, err := m.fill(ctx, key, ik)
+	if err != nil {
+		if cached && item.found && m.opts.Now().Sub(item.at) < m.opts.StaleMax {
+			metrics.StaleServed.Inc()
+			m.log.Debug("memcache: serving stale answer", "key", key.String(), "at", item.at, "err", err)
+			return Answer{Found: true, At: item.at, Tier: "memcache", Stale: true}, nil
+		}
+		return Answer{}, err
+	}
+	return ans, nil
+}
+
+// fill gets the answer for a key that memcached lacks or holds expired:
+// from the daemon holding the key's lock, or from the next tier.
+func (m *Memcache) fill(ctx context.Context, key Key, ik string) (Answer, error) {
+	lk := m.lockKey(key)
+	deadline := time.Now().Add(m.opts.LockTimeout)
+	var tick *time.Ticker
+	for {
+		if !m.up() {
+			return m.ask(ctx, key, ik, "")
+		}
+		err := m.client.Add(&memcache.Item{Key: lk, Value: []byte("1"), Expiration: expiration(m.opts.LockTTL)})
+		switch {
+		case err == nil:
+			// Between our get and our add the previous holder may have
+			// published and released: look once more before asking.
+			if item, ok := m.get(ik); ok && m.fresh(item) {
+				m.delete(lk)
+				return Answer{Found: item.found, At: item.at, Tier: "memcache"}, nil
+			}
+			return m.ask(ctx, key, ik, lk)
+		case !errors.Is(err, memcache.ErrNotStored):
+			m.fail("add", err)
+			return m.ask(ctx, key, ik, "")
+		}
+		// Another daemon is asking: wait for its answer. If it fails it
+		// deletes the lock and the next add here succeeds.
+		if tick == nil {
+			tick = time.NewTicker(m.opts.PollInterval)
+			defer tick.Stop()
+		}
+		select {
+		case <-ctx.Done():
+			return Answer{}, fmt.Errorf("memcache: waiting for the answer to %q: %w", key.String(), ctx.Err())
+		case <-tick.C:
+		}
+		if item, ok := m.get(ik); ok && m.fresh(item) {
+			return Answer{Found: item.found, At: item.at, Tier: "memcache"}, nil
+		}
+		if time.Now().After(deadline) {
+			m.log.Debug("memcache: lock holder too slow, asking myself", "key", key.String())
+			return m.ask(ctx, key, ik, "")
+		}
+	}
+}
+
+// ask asks the next tier, publishes a fresh answer and releases the lock
+// lk (if held).
+func (m *Memcache) ask(ctx context.Context, key Key, ik, lk string) (Answer, error) {
+	ans, err := m.next.Lookup(ctx, key)
+	if err == nil && !ans.Stale {
+		if ans.At.IsZero() {
+			ans.At = m.opts.Now()
+		}
+		m.set(ik, ans)
+	}
+	if lk != "" {
+		m.delete(lk)
+	}
+	return ans, err
+}
+
+// Purge deletes the items (and locks) of keys, so that the next lookup of
+// each asks the directory: "antespam-milter cache purge". A key that is not
+// there is not an error.
+func (m *Memcache) Purge(ctx context.Context, keys ...Key) error {
+	var errs []error
+	for _, k := range keys {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("memcache purge: %w", err)
+		}
+		for _, mk := range []string{m.itemKey(k), m.lockKey(k)} {
+			if err := m.client.Delete(mk); err != nil && !errors.Is(err, memcache.ErrCacheMiss) {
+				errs = append(errs, fmt.Errorf("memcache delete %q: %w", k.String(), err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Ping checks that every memcached server answers, for health checks.
+func (m *Memcache) Ping(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("memcache ping: %w", err)
+	}
+	if err := m.client.Ping(); err != nil {
+		return fmt.Errorf("memcache ping: %w", err)
+	}
+	return nil
+}
+
+// ItemKey is the memcached key of key's answer; tests and tools use it.
+func (m *Memcache) ItemKey(key Key) string { return m.itemKey(key) }
+
+func (m *Memcache) itemKey(key Key) string {
+	return m.opts.KeyPrefix + memcacheKeyBody(key, len(m.opts.KeyPrefix))
+}
+
+// lockKey lives in a namespace of its own ("lock:" is no kind).
+func (m *Memcache) lockKey(key Key) string {
+	return m.opts.KeyPrefix + "lock:" + memcacheKeyBody(key, len(m.opts.KeyPrefix)+len("lock:"))
+}
+
+// memcacheKeyBody is kind:name, or kind:h:sha256(name) when name is not
+// safe as is in a key that already has used bytes.
+func memcacheKeyBody(key Key, used int) string {
+	kind := key.Kind.String()
+	if used+len(kind)+1+len(key.Name) <= memcachedMaxKey && safeKeyPart(key.Name) &&
+		!strings.HasPrefix(key.Name, "h:") {
+		return kind + ":" + key.Name
+	}
+	sum := sha256.Sum256([]byte(key.Name))
+	return kind + ":h:" + hex.EncodeToString(sum[:])
+}
+
+// safeKeyPart reports whether s is non-empty printable ASCII without
+// spaces: what memcached takes in a key, minus non-ASCII bytes, which the
+// text protocol would pass but which are hashed to keep keys readable.
+func safeKeyPart(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= 0x20 || c >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+func (m *Memcache) get(ik string) (memcacheItem, bool) {
+	it, err := m.client.Get(ik)
+	if err != nil {
+		if !errors.Is(err, memcache.ErrCacheMiss) {
+			m.fail("get", err)
+		}
+		return memcacheItem{}, false
+	}
+	item, err := decodeMemcacheValue(it.Value)
+	if err != nil {
+		metrics.MemcacheErrors.WithLabelValues("decode").Inc()
+		if m.warn.allow(time.Now().UnixNano()) {
+			m.log.Warn("memcache: unreadable value, treating as a miss", "key", ik, "err", err)
+		}
+		return memcacheItem{}, false
+	}
+	return item, true
+}
+
+func (m *Memcache) set(ik string, ans Answer) {
+	exp := m.opts.NegativeTTL
+	if ans.Found {
+		exp = max(m.opts.StaleMax, m.opts.TTL)
+	}
+	if exp <= 0 {
+		return
+	}
+	err := m.client.Set(&memcache.Item{Key: ik, Value: encodeMemcacheValue(ans.Found, ans.At), Expiration: expiration(exp)})
+	if err != nil {
+		m.fail("set", err)
+	}
+}
+
+func (m *Memcache) delete(k string) {
+	if err := m.client.Delete(k); err != nil && !errors.Is(err, memcache.ErrCacheMiss) {
+		m.fail("delete", err)
+	}
+}
+
+func (m *Memcache) fresh(item memcacheItem) bool {
+	ttl := m.opts.NegativeTTL
+	if item.found {
+		ttl = m.opts.TTL
+	}
+	return m.opts.Now().Sub(item.at) < ttl
+}
+
+// up reports whether memcached is worth asking: not within Backoff of a
+// failure.
+func (m *Memcache) up() bool {
+	return time.Now().UnixNano() >= m.downUntil.Load()
+}
+
+// fail counts and logs a memcached failure and starts the backoff.
+func (m *Memcache) fail(op string, err error) {
+	metrics.MemcacheErrors.WithLabelValues(op).Inc()
+	now := time.Now()
+	if m.opts.Backoff > 0 {
+		m.downUntil.Store(now.Add(m.opts.Backoff).UnixNano())
+	}
+	if m.warn.allow(now.UnixNano()) {
+		m.log.Warn("memcache: failing, treating as a miss", "op", op, "err", err, "backoff", m.opts.Backoff)
+	}
+}
+
+// expiration converts d to memcached's expiration: whole seconds, at least
+// one, as a Unix time past 30 days (memcached reads larger relative values
+// as absolute times).
+func expiration(d time.Duration) int32 {
+	if d > memcachedMaxRelative {
+		return int32(time.Now().Add(d).Unix())
+	}
+	return int32(max(1, (d+time.Second-1)/time.Second))
+}
+
+func encodeMemcacheValue(found bool, at time.Time) []byte {
+	b := make([]byte, 0, 16)
+	if found {
+		b = append(b, '1', ' ')
+	} else {
+		b = append(b, '0', ' ')
+	}
+	return strconv.AppendInt(b, at.UnixMilli(), 10)
+}
+
+func decodeMemcacheValue(v []byte) (memcacheItem, error) {
+	if len(v) > 32 {
+		return memcacheItem{}, fmt.Errorf("value of %d bytes is too long", len(v))
+	}
+	if len(v) < 3 || (v[0] != '0' && v[0] != '1') || v[1] != ' ' {
+		return memcacheItem{}, fmt.Errorf("value %q is not \"0|1 unix-ms\"", v)
+	}
+	ms, err := strconv.ParseInt(string(v[2:]), 10, 64)
+	if err != nil || ms <= 0 {
+		return memcacheItem{}, fmt.Errorf("value %q: bad time", v)
+	}
+	return memcacheItem{found: v[0] == '1', at: time.UnixMilli(ms)}, nil
+}
