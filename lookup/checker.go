@@ -2,7 +2,10 @@ package lookup
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 )
 
@@ -23,38 +26,167 @@ type Decision struct {
 	Duration time.Duration
 }
 
+// Tiers a Checker answers itself, without a lookup.
+const (
+	TierNotOurs = "not-ours"
+	TierAlways  = "always"
+)
+
 // CheckerOptions are the recipient rules ([recipients] in the config).
 type CheckerOptions struct {
-	// Domains checked; empty means every domain.
+	// Domains checked; empty means every domain. An IDN may be given in
+	// either form: both its A-label and its U-label match.
 	Domains []string
 	// RecipientDelimiter is a set of characters, each a delimiter (Postfix).
 	RecipientDelimiter string
 	CaseFoldLocalPart  bool
 	CatchAll           bool
 	// AlwaysAccept lists local parts accepted in every checked domain,
-	// besides postmaster, which always is (RFC 5321 section 4.5.1).
+	// besides postmaster, which always is (RFC 5321 section 4.5.1). They
+	// compare without regard to case, with or without an extension.
 	AlwaysAccept []string
 }
 
 // Checker turns a recipient address or a client host into a Key, asks its
 // Source and says what it found. It is what the milter and the check
-// command call: one code path for both.
+// command call: one code path for both. It is safe for concurrent use.
 type Checker struct {
 	src  Source
 	opts CheckerOptions
-	// filled by NewChecker: normalised domain set (A- and U-labels), etc.
+	// domains holds every checked domain in both its A-label and U-label
+	// forms; nil means every domain is checked.
 	domains map[string]bool
-	always  map[string]bool
+	// always holds lower-cased local parts answered without a lookup.
+	always map[string]bool
+}
+
+// NewChecker returns a Checker asking src. It fails when src is nil or a
+// domain, delimiter or always-accepted local part is invalid.
+func NewChecker(src Source, opts CheckerOptions) (*Checker, error) {
+	if src == nil {
+		return nil, errors.New("new checker: nil source")
+	}
+	c := &Checker{src: src, opts: opts, always: map[string]bool{"postmaster": true}}
+	var errs []error
+	if len(opts.Domains) > 0 {
+		c.domains = make(map[string]bool, 2*len(opts.Domains))
+		for _, d := range opts.Domains {
+			a, err := NormalizeDomain(strings.TrimSpace(d))
+			if err != nil {
+				errs = append(errs, fmt.Errorf("domain %q: %w", d, err))
+				continue
+			}
+			c.domains[a] = true
+			c.domains[DomainUnicode(a)] = true
+		}
+	}
+	for _, r := range opts.RecipientDelimiter {
+		if r == '@' || r == '"' || r == '\\' || r <= ' ' || r == 0x7f {
+			errs = append(errs, fmt.Errorf("recipient delimiter %q is not allowed", r))
+		}
+	}
+	for _, l := range opts.AlwaysAccept {
+		if l == "" || strings.ContainsAny(l, "@\"\\") || checkText(l) != nil {
+			errs = append(errs, fmt.Errorf("always-accepted local part %q is not a plain local part", l))
+			continue
+		}
+		c.always[strings.ToLower(l)] = true
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("new checker: %w", err)
+	}
+	return c, nil
 }
 
 // Recipient decides whether addr (as given to RCPT TO, with or without
-// angle brackets) exists. A malformed address is an error.
+// angle brackets) exists. A malformed address is an error wrapping
+// ErrBadAddress; any other error comes from the Source and means "don't
+// know".
 func (c *Checker) Recipient(ctx context.Context, addr string) (Decision, error) {
-	panic("implemented in keys work")
+	start := time.Now()
+	key, tier, err := c.recipientKey(addr)
+	if err != nil {
+		return Decision{Duration: time.Since(start)}, err
+	}
+	if tier != "" {
+		return Decision{Item: key.Name, Found: true, Tier: tier, Duration: time.Since(start)}, nil
+	}
+	return c.ask(ctx, key, start)
+}
+
+// RecipientKey returns the Key that Recipient looks up for addr and
+// whether it needs a lookup at all (false for a domain that is not ours,
+// postmaster and always-accepted local parts; Key.Name is still set). The
+// cache purge command uses it to delete exactly what a lookup stores.
+func (c *Checker) RecipientKey(addr string) (Key, bool, error) {
+	key, tier, err := c.recipientKey(addr)
+	return key, err == nil && tier == "", err
+}
+
+// recipientKey is the one derivation of a recipient Key. tier is set when
+// the Checker answers itself.
+func (c *Checker) recipientKey(addr string) (key Key, tier string, err error) {
+	local, domain, err := NormalizeAddress(addr, c.opts.CaseFoldLocalPart)
+	if err != nil {
+		return Key{}, "", err
+	}
+	key = Key{Kind: Recipient, Name: local + "@" + domain}
+	if c.domains != nil && !c.domains[domain] {
+		return key, TierNotOurs, nil
+	}
+	if c.alwaysAccepted(local) {
+		return key, TierAlways, nil
+	}
+	key.Candidates = RecipientCandidates(local, domain, c.opts.RecipientDelimiter, c.opts.CatchAll)
+	if u := DomainUnicode(domain); u != domain {
+		// A directory may hold an IDN address in either form; the key
+		// stays the A-label, the candidates cover both.
+		key.Candidates = append(key.Candidates, RecipientCandidates(local, u, c.opts.RecipientDelimiter, c.opts.CatchAll)...)
+	}
+	return key, "", nil
+}
+
+// alwaysAccepted: postmaster and the AlwaysAccept local parts, in any case
+// and with any extension (abuse+report is abuse's mail).
+func (c *Checker) alwaysAccepted(local string) bool {
+	content := unquoteLocal(local)
+	if c.always[content] || c.always[strings.ToLower(content)] {
+		return true
+	}
+	if c.opts.RecipientDelimiter != "" {
+		if i := strings.IndexAny(content, c.opts.RecipientDelimiter); i > 0 {
+			return c.always[strings.ToLower(content[:i])]
+		}
+	}
+	return false
 }
 
 // Host decides whether the client at addr, with the hostname the MTA
-// resolved (or "" / "unknown" / "[addr]" when it has none), is listed.
+// resolved (or "" / "unknown" / "[addr]" when it has none), is listed. An
+// invalid addr is an error wrapping ErrBadAddress.
 func (c *Checker) Host(ctx context.Context, addr netip.Addr, hostname string) (Decision, error) {
-	panic("implemented in keys work")
+	start := time.Now()
+	if !addr.IsValid() {
+		return Decision{Duration: time.Since(start)}, badAddress("invalid client IP address")
+	}
+	return c.ask(ctx, c.HostKey(addr, hostname), start)
+}
+
+// HostKey returns the Key that Host looks up for a client: Name is
+// HostKeyName, Candidates HostCandidates.
+func (c *Checker) HostKey(addr netip.Addr, hostname string) Key {
+	addr = addr.Unmap().WithZone("")
+	h := NormalizeHostname(hostname)
+	return Key{Kind: Host, Name: hostKeyName(addr, h), Candidates: hostCandidates(addr, h)}
+}
+
+// ask looks key up in the Source.
+func (c *Checker) ask(ctx context.Context, key Key, start time.Time) (Decision, error) {
+	ans, err := c.src.Lookup(ctx, key)
+	d := Decision{Item: key.Name, Duration: time.Since(start)}
+	if err != nil {
+		return d, fmt.Errorf("look up %s: %w", key, err)
+	}
+	d.Found, d.Tier, d.Stale = ans.Found, ans.Tier, ans.Stale
+	return d, nil
 }

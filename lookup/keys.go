@@ -429,8 +429,12 @@ func NormalizeHostname(h string) string {
 // "IP hostname", with the IP unmapped and without zone, and the hostname
 // as NormalizeHostname gives it (omitted when unusable).
 func HostKeyName(addr netip.Addr, hostname string) string {
-	addr = addr.Unmap().WithZone("")
-	h := NormalizeHostname(hostname)
+	return hostKeyName(addr.Unmap().WithZone(""), NormalizeHostname(hostname))
+}
+
+// hostKeyName is HostKeyName for an unmapped addr and a normalised
+// hostname.
+func hostKeyName(addr netip.Addr, h string) string {
 	if h == "" {
 		return addr.String()
 	}
