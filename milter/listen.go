@@ -1,0 +1,145 @@
+package milter
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/user"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Listen opens the milter socket named in the syntax Sendmail, Postfix and
+// OpenDKIM share:
+//
+//	inet:PORT@HOST     TCP on HOST (a name or an address; [brackets] allowed)
+//	inet:PORT          TCP on every interface, as OpenDKIM does
+//	inet6:PORT@[HOST]  TCP over IPv6 on HOST
+//	inet6:PORT         TCP over IPv6 on every interface
+//	unix:/path         a unix socket; local:/path is the same
+//
+// For a unix socket, a stale socket file (nobody accepts on it) is replaced
+// and a live one is an error; a path that is not a socket is never
+// removed. The socket gets the file mode (when not 0) and the group (a name
+// or a number, when not ""). Closing the listener removes the socket file.
+func Listen(spec string, mode os.FileMode, group string) (net.Listener, error) {
+	network, addr, err := ParseSpec(spec)
+	if err != nil {
+		return nil, err
+	}
+	if network != "unix" {
+		ln, err := net.Listen(network, addr)
+		if err != nil {
+			return nil, fmt.Errorf("listen %s: %w", spec, err)
+		}
+		return ln, nil
+	}
+	return listenUnix(addr, mode, group)
+}
+
+// ParseSpec splits a milter socket spec (see Listen) into a network for
+// net.Listen and an address.
+func ParseSpec(spec string) (network, addr string, err error) {
+	proto, rest, ok := strings.Cut(spec, ":")
+	if !ok {
+		return "", "", fmt.Errorf("listen %q: not inet:PORT@HOST, inet6:PORT@[HOST], unix:/path or local:/path", spec)
+	}
+	switch proto {
+	case "unix", "local":
+		if rest == "" {
+			return "", "", fmt.Errorf("listen %q: no socket path", spec)
+		}
+		if strings.ContainsRune(rest, 0) {
+			return "", "", fmt.Errorf("listen %q: NUL in socket path", spec)
+		}
+		return "unix", rest, nil
+	case "inet", "inet6":
+		port, host, _ := strings.Cut(rest, "@")
+		p, err := strconv.Atoi(port)
+		if err != nil || p < 0 || p > 65535 || port == "" || port[0] == '+' || port[0] == '-' {
+			return "", "", fmt.Errorf("listen %q: port %q is not a number between 0 and 65535", spec, port)
+		}
+		host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+		if strings.ContainsAny(host, "[]@/ \t") {
+			return "", "", fmt.Errorf("listen %q: %q is not a host name or address", spec, host)
+		}
+		network := "tcp"
+		if proto == "inet6" {
+			network = "tcp6"
+		}
+		return network, net.JoinHostPort(host, port), nil
+	}
+	return "", "", fmt.Errorf("listen %q: unknown socket type %q (inet, inet6, unix or local)", spec, proto)
+}
+
+func listenUnix(path string, mode os.FileMode, group string) (net.Listener, error) {
+	gid := -1
+	if group != "" {
+		g, err := lookupGroup(group)
+		if err != nil {
+			return nil, fmt.Errorf("listen unix:%s: socket_group: %w", path, err)
+		}
+		gid = g
+	}
+	if err := removeStale(path); err != nil {
+		return nil, fmt.Errorf("listen unix:%s: %w", path, err)
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen unix:%s: %w", path, err)
+	}
+	if mode != 0 {
+		if err := os.Chmod(path, mode.Perm()); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("listen unix:%s: socket_mode: %w", path, err)
+		}
+	}
+	if gid >= 0 {
+		if err := os.Chown(path, -1, gid); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("listen unix:%s: socket_group %s: %w", path, group, err)
+		}
+	}
+	return ln, nil
+}
+
+func lookupGroup(group string) (int, error) {
+	if n, err := strconv.Atoi(group); err == nil && n >= 0 {
+		return n, nil
+	}
+	g, err := user.LookupGroup(group)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(g.Gid)
+}
+
+// removeStale removes a unix socket file nobody accepts on. A live socket
+// or a file that is not a socket is an error.
+func removeStale(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if fi.Mode()&os.ModeSocket == 0 {
+		return fmt.Errorf("%s exists and is not a socket; not removing it", path)
+	}
+	c, err := net.DialTimeout("unix", path, time.Second)
+	if err == nil {
+		c.Close()
+		return fmt.Errorf("another process is listening on %s", path)
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("probe existing socket: %w", err)
+	}
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("remove stale socket: %w", err)
+	}
+	return nil
+}

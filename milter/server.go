@@ -1,0 +1,441 @@
+package milter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	gomilter "github.com/emersion/go-milter"
+
+	"github.com/antespam/antespam-milter/metrics"
+)
+
+// Protocol is what the milter asks the MTA in negotiation: no HELO, no
+// headers, no end of headers, no body. Only protocol version 2 flags
+// (mask 0x7f) are used, as go-milter answers with version 2; no "no reply"
+// flag is set, as go-milter writes a reply to every command regardless.
+// No action is requested: the milter only replies. The macros it reads are
+// in both MTAs' default lists (Postfix milter_connect_macros and
+// milter_mail_macros, Sendmail's Milter.macros.connect and .envfrom):
+// j, {daemon_name}, i, {auth_authen}.
+const Protocol = gomilter.OptNoHelo | gomilter.OptNoHeaders | gomilter.OptNoEOH | gomilter.OptNoBody
+
+// ServerOptions are the limits of a Server.
+type ServerOptions struct {
+	// MaxSessions caps the sessions open at once (max_sessions); 0 means
+	// no cap.
+	MaxSessions int
+	// QueueTimeout is how long a connection beyond MaxSessions waits for a
+	// free slot before it is closed (and counted as refused); 0 means 1s.
+	// At most MaxSessions connections wait; more are refused at once.
+	QueueTimeout time.Duration
+	// IdleTimeout closes a session that sends nothing for that long
+	// (session_idle_timeout); 0 means never.
+	IdleTimeout time.Duration
+}
+
+// Server owns the listeners and the sessions. go-milter's Server parses
+// the protocol; this one accepts the connections itself so that it can cap,
+// time out, count and drain them: go-milter's Close does not drain and its
+// Serve returns on the first Accept error.
+type Server struct {
+	policy atomic.Pointer[Policy]
+	opts   ServerOptions
+	log    *slog.Logger
+
+	// ctx is the parent of every decision's context; cancel ends them at
+	// the end of Shutdown.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	slots   chan struct{} // nil when MaxSessions is 0
+	waiting atomic.Int64  // connections waiting for a slot
+
+	mu        sync.Mutex
+	listeners map[*listener]struct{}
+	conns     map[*conn]struct{}
+	closing   bool
+	drained   chan struct{} // closed once closing and no conns are left
+
+	refusedLog atomic.Int64 // unix nanoseconds of the last refusal logged
+}
+
+// NewServer returns a Server deciding by policy. log receives the server's
+// own events, and the decisions when policy.Log is nil.
+func NewServer(policy *Policy, opts ServerOptions, log *slog.Logger) *Server {
+	if opts.QueueTimeout <= 0 {
+		opts.QueueTimeout = time.Second
+	}
+	s := &Server{
+		opts:      opts,
+		log:       log,
+		listeners: map[*listener]struct{}{},
+		conns:     map[*conn]struct{}{},
+		drained:   make(chan struct{}),
+	}
+	if opts.MaxSessions > 0 {
+		s.slots = make(chan struct{}, opts.MaxSessions)
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.policy.Store(policy)
+	return s
+}
+
+// SetPolicy swaps the policy in: the next decision of every session uses
+// it.
+func (s *Server) SetPolicy(p *Policy) { s.policy.Store(p) }
+
+// Policy returns the policy in force.
+func (s *Server) Policy() *Policy { return s.policy.Load() }
+
+// Active returns the number of open sessions.
+func (s *Server) Active() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
+// decisionContext bounds one decision by decision_timeout.
+func (s *Server) decisionContext(p *Policy) (context.Context, context.CancelFunc) {
+	if t := p.Config.DecisionTimeout; t > 0 {
+		return context.WithTimeout(s.ctx, t)
+	}
+	return context.WithCancel(s.ctx)
+}
+
+func (s *Server) newSession() gomilter.Milter { return &session{srv: s} }
+
+// Serve accepts milter connections on ln until Shutdown, each served in its
+// own goroutine. It returns nil after Shutdown, or the listener's first
+// error that is not temporary (temporary ones, such as running out of file
+// descriptors, are retried with a backoff). Serve closes ln.
+func (s *Server) Serve(ln net.Listener) error {
+	l := &listener{
+		Listener: ln,
+		srv:      s,
+		conns:    make(chan net.Conn),
+		done:     make(chan struct{}),
+		failed:   make(chan struct{}),
+	}
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		ln.Close()
+		return nil
+	}
+	s.listeners[l] = struct{}{}
+	s.mu.Unlock()
+
+	go l.acceptLoop()
+	gs := &gomilter.Server{NewMilter: s.newSession, Protocol: Protocol}
+	err := gs.Serve(l)
+	l.Close()
+
+	s.mu.Lock()
+	delete(s.listeners, l)
+	closing := s.closing
+	s.mu.Unlock()
+	if closing {
+		return nil
+	}
+	return fmt.Errorf("milter accept on %s: %w", ln.Addr(), err)
+}
+
+// Shutdown stops accepting (a unix socket file is removed with its
+// listener), then waits for the open sessions to end, which they do when
+// the MTA ends its SMTP sessions. When ctx expires first, the sessions
+// waiting for the MTA's next command are closed, those in the middle of a
+// decision get up to decision_timeout to answer it, and whatever is left is
+// closed. Shutdown returns nil when every session ended by itself.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	ls := make([]*listener, 0, len(s.listeners))
+	for l := range s.listeners {
+		ls = append(ls, l)
+	}
+	s.checkDrained()
+	s.mu.Unlock()
+	for _, l := range ls {
+		l.Close()
+	}
+	defer s.cancel()
+
+	select {
+	case <-s.drained:
+		return nil
+	case <-ctx.Done():
+	}
+
+	n := 0
+	for _, c := range s.openConns() {
+		c.drain()
+		n++
+	}
+	grace := s.policy.Load().Config.DecisionTimeout + 100*time.Millisecond
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-s.drained:
+	case <-t.C:
+		for _, c := range s.openConns() {
+			c.Close()
+		}
+	}
+	return fmt.Errorf("milter shutdown: %d sessions still open, closed: %w", n, ctx.Err())
+}
+
+func (s *Server) openConns() []*conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cs := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		cs = append(cs, c)
+	}
+	return cs
+}
+
+// checkDrained closes drained once closing with no session left; s.mu is
+// held.
+func (s *Server) checkDrained() {
+	if s.closing && len(s.conns) == 0 {
+		select {
+		case <-s.drained:
+		default:
+			close(s.drained)
+		}
+	}
+}
+
+// track registers c, which holds a slot, as a session; nil when the
+// server is shutting down (c is then closed and its slot released).
+func (s *Server) track(nc net.Conn) *conn {
+	c := &conn{Conn: nc, srv: s, idle: s.opts.IdleTimeout}
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		nc.Close()
+		s.release()
+		return nil
+	}
+	s.conns[c] = struct{}{}
+	s.mu.Unlock()
+	metrics.SessionsActive.Inc()
+	metrics.SessionsTotal.Inc()
+	return c
+}
+
+func (s *Server) untrack(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.checkDrained()
+	s.mu.Unlock()
+	metrics.SessionsActive.Dec()
+	s.release()
+}
+
+func (s *Server) release() {
+	if s.slots != nil {
+		<-s.slots
+	}
+}
+
+// refuse closes a connection beyond max_sessions, with at most one log
+// line a second.
+func (s *Server) refuse(c net.Conn) {
+	c.Close()
+	metrics.SessionsRefused.Inc()
+	now := time.Now().UnixNano()
+	last := s.refusedLog.Load()
+	if now-last >= int64(time.Second) && s.refusedLog.CompareAndSwap(last, now) {
+		s.log.Warn("milter connection refused: max_sessions reached",
+			slog.Int("max_sessions", s.opts.MaxSessions), slog.String("remote", c.RemoteAddr().String()))
+	}
+}
+
+// listener feeds go-milter's Serve with admitted, tracked connections.
+// Its own accept loop retries temporary errors and enforces max_sessions.
+type listener struct {
+	net.Listener
+	srv    *Server
+	conns  chan net.Conn
+	done   chan struct{} // closed by Close
+	once   sync.Once
+	failed chan struct{} // closed when the accept loop stops on err
+	err    error
+}
+
+// Accept returns the next admitted connection.
+func (l *listener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	case <-l.failed:
+		return nil, l.err
+	}
+}
+
+// Close stops the accept loop and closes the listener.
+func (l *listener) Close() error {
+	var err error
+	l.once.Do(func() {
+		close(l.done)
+		err = l.Listener.Close()
+	})
+	return err
+}
+
+func (l *listener) acceptLoop() {
+	var delay time.Duration
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			select {
+			case <-l.done:
+				return
+			default:
+			}
+			if !temporary(err) {
+				l.err = err
+				close(l.failed)
+				return
+			}
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			l.srv.log.Warn("milter accept failed, retrying", slog.Any("error", err), slog.Duration("backoff", delay))
+			select {
+			case <-time.After(delay):
+			case <-l.done:
+				return
+			}
+			continue
+		}
+		delay = 0
+		l.admit(c)
+	}
+}
+
+// admit hands c on when a session slot is free; otherwise c waits for
+// one, up to QueueTimeout, or is refused when too many already wait.
+func (l *listener) admit(c net.Conn) {
+	s := l.srv
+	if s.slots == nil {
+		l.deliver(c)
+		return
+	}
+	select {
+	case s.slots <- struct{}{}:
+		l.deliver(c)
+		return
+	default:
+	}
+	if s.waiting.Add(1) > int64(s.opts.MaxSessions) {
+		s.waiting.Add(-1)
+		s.refuse(c)
+		return
+	}
+	go func() {
+		defer s.waiting.Add(-1)
+		t := time.NewTimer(s.opts.QueueTimeout)
+		defer t.Stop()
+		select {
+		case s.slots <- struct{}{}:
+			l.deliver(c)
+		case <-t.C:
+			s.refuse(c)
+		case <-l.done:
+			c.Close()
+		}
+	}()
+}
+
+// deliver tracks c, which holds a slot, and passes it to Serve.
+func (l *listener) deliver(nc net.Conn) {
+	c := l.srv.track(nc)
+	if c == nil {
+		return
+	}
+	select {
+	case l.conns <- c:
+	case <-l.done:
+		c.Close()
+	}
+}
+
+// temporary reports whether an Accept error is worth a retry: out of file
+// descriptors or memory, or a connection aborted before it was accepted.
+func temporary(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	for _, e := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED, syscall.EINTR, syscall.EAGAIN, syscall.EPROTO, syscall.EPERM} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// conn is one session's connection: it refreshes the idle read deadline
+// at each read and ends the session's bookkeeping when closed.
+type conn struct {
+	net.Conn
+	srv  *Server
+	idle time.Duration
+
+	mu       sync.Mutex
+	draining bool
+	once     sync.Once
+}
+
+// Read waits for the MTA at most the idle timeout. An idle or drained
+// session ends as if the MTA had closed it (io.EOF), so that go-milter
+// does not log it as an error; the idle case is logged here.
+func (c *conn) Read(b []byte) (int, error) {
+	c.mu.Lock()
+	if c.draining {
+		c.mu.Unlock()
+		return 0, io.EOF
+	}
+	if c.idle > 0 {
+		c.Conn.SetReadDeadline(time.Now().Add(c.idle))
+	}
+	c.mu.Unlock()
+	n, err := c.Conn.Read(b)
+	if err != nil && n == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
+		c.mu.Lock()
+		draining := c.draining
+		c.mu.Unlock()
+		if !draining {
+			c.srv.log.Info("milter session idle, closing", slog.String("remote", c.RemoteAddr().String()), slog.Duration("idle_timeout", c.idle))
+		}
+		return 0, io.EOF
+	}
+	return n, err
+}
+
+// drain ends the session at its next read, or now if it is waiting in
+// one; a decision in progress still gets its reply written.
+func (c *conn) drain() {
+	c.mu.Lock()
+	c.draining = true
+	c.Conn.SetReadDeadline(time.Unix(1, 0))
+	c.mu.Unlock()
+}
+
+// Close closes the connection and ends the session's bookkeeping once.
+func (c *conn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { c.srv.untrack(c) })
+	return err
+}
