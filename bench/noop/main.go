@@ -1,7 +1,7 @@
 // Command noop is the ceiling baseline of the benchmarks: a milter on the
 // same go-milter library as antespam-milter that continues at every stage
 // and does nothing else. It negotiates like the daemon (the same stages
-// masked off, the same macros asked for), so that the difference between
+// masked off, the same action flags), so that the difference between
 // the two is the daemon's own work.
 package main
 
@@ -45,7 +45,6 @@ func main() {
 	addr := flag.String("listen", "inet:8891@127.0.0.1", "milter address: inet:PORT@HOST, unix:/path or HOST:PORT")
 	proto := flag.String("protocol", "0x"+strconv.FormatUint(uint64(Protocol), 16), "protocol flags answered in negotiation (stages masked off)")
 	actions := flag.String("actions", "0x"+strconv.FormatUint(uint64(Actions), 16), "action flags answered in negotiation")
-	symlist := flag.Bool("symlist", true, "ask for the daemon's macros per stage (needs 0x100 in -actions)")
 	flag.Parse()
 
 	p, err := strconv.ParseUint(*proto, 0, 32)
@@ -67,9 +66,6 @@ func main() {
 		NewMilter: func() gomilter.Milter { return noop{} },
 		Actions:   gomilter.OptAction(a),
 		Protocol:  gomilter.OptProtocol(p),
-	}
-	if *symlist {
-		srv.SymList = SymList
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
