@@ -1,0 +1,173 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/antespam/antespam-milter/lookup"
+	"github.com/antespam/antespam-milter/milter"
+)
+
+// check asks the same stack the daemon builds, and maps the answers to
+// replies with the milter's own mapping, for each item on the command
+// line: one line per item (or one JSON object with -json).
+func check(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs, path := newFlags("check", stderr)
+	asJSON := fs.Bool("json", false, "print one JSON object per item")
+	noCache := fs.Bool("no-cache", false, "ask the directory directly, without the LRU and memcached tiers")
+	if st, ok := parseFlags(fs, args); !ok {
+		return st
+	}
+	items, err := parseItems(fs.Args())
+	if err != nil {
+		return usage(stderr, err.Error())
+	}
+	cfg := loadConfig(*path, stderr)
+	if cfg == nil {
+		return exitUsage
+	}
+	log := newLogger(stderr, "text", "warn")
+	s, err := compose(cfg, log, composeOptions{noCache: *noCache})
+	if err != nil {
+		fmt.Fprintf(stderr, "antespam-milter: %v\n", err)
+		return exitFailure
+	}
+	defer s.Close()
+
+	policy := &milter.Policy{Decider: s.Checker, Config: cfg, Log: log}
+	status := exitOK
+	for _, it := range items {
+		r := decide(ctx, policy, it)
+		if err := r.print(stdout, *asJSON); err != nil {
+			fmt.Fprintf(stderr, "antespam-milter: %v\n", err)
+			return exitFailure
+		}
+		switch {
+		case r.Verdict == milter.VerdictTempfail:
+			status = exitTempfail
+		case r.Verdict == milter.VerdictReject && status == exitOK:
+			status = exitFailure
+		}
+	}
+	return status
+}
+
+// checkResult is one line of check's output.
+type checkResult struct {
+	Item       string  `json:"item"`
+	Verdict    string  `json:"verdict"`
+	Reply      string  `json:"reply"`
+	Tier       string  `json:"tier"`
+	Stale      bool    `json:"stale"`
+	DurationMS float64 `json:"duration_ms"`
+	Reason     string  `json:"reason,omitempty"`
+
+	duration time.Duration
+}
+
+// decide answers one item as the daemon's session would: the same
+// enabled/trusted rules, the Checker, decision_timeout, and the Policy's
+// reply mapping.
+func decide(ctx context.Context, p *milter.Policy, it item) checkResult {
+	cfg := p.Config
+	var (
+		d     lookup.Decision
+		err   error
+		reply milter.Reply
+	)
+	ctx, cancel := context.WithTimeout(ctx, cfg.DecisionTimeout)
+	defer cancel()
+	start := time.Now()
+	switch it.kind {
+	case "rcpt":
+		if !cfg.Recipients.Enabled {
+			return skipped(it, "disabled", "recipients.enabled = false")
+		}
+		d, err = p.Decider.Recipient(ctx, it.addr)
+		reply = p.RcptReply(it.addr, d, err)
+	case "host":
+		if !cfg.Hosts.Enabled {
+			return skipped(it, "disabled", "hosts.enabled = false")
+		}
+		a, perr := netip.ParseAddr(strings.Trim(it.addr, "[]"))
+		if perr != nil {
+			return checkResult{Item: it.String(), Verdict: milter.VerdictAccept, Reply: "-", Tier: "-",
+				Reason: fmt.Sprintf("%q is not an IP address; the daemon does not look it up", it.addr)}
+		}
+		a = a.Unmap()
+		if p.Trusted(a) {
+			return skipped(it, "trusted", "trusted_networks")
+		}
+		d, err = p.Decider.Host(ctx, a, it.hostname)
+		reply = p.HostReply(d, err)
+	}
+	if d.Duration == 0 {
+		d.Duration = time.Since(start)
+	}
+	r := checkResult{
+		Item:       it.String(),
+		Verdict:    reply.Verdict,
+		Reply:      strings.ReplaceAll(reply.Code, "%%", "%"),
+		Tier:       d.Tier,
+		Stale:      d.Stale,
+		DurationMS: float64(d.Duration.Microseconds()) / 1000,
+		Reason:     reply.Reason,
+		duration:   d.Duration,
+	}
+	if d.Item != "" {
+		r.Item = d.Item
+	}
+	if d.Stale {
+		r.Tier = "stale"
+	}
+	if err != nil {
+		r.Tier = "error"
+		if errors.Is(err, lookup.ErrBadAddress) {
+			r.Tier = "bad-address"
+		}
+	}
+	if r.Reply == "" {
+		r.Reply = "-"
+	}
+	if r.Tier == "" {
+		r.Tier = "-"
+	}
+	return r
+}
+
+// skipped is the result for an item the daemon would not look up.
+func skipped(it item, tier, why string) checkResult {
+	return checkResult{Item: it.String(), Verdict: milter.VerdictAccept, Reply: "-", Tier: tier, Reason: "not checked: " + why}
+}
+
+func (r checkResult) print(w io.Writer, asJSON bool) error {
+	if asJSON {
+		b, err := json.Marshal(r)
+		if err != nil {
+			return fmt.Errorf("encode result: %w", err)
+		}
+		_, err = fmt.Fprintf(w, "%s\n", b)
+		return err
+	}
+	_, err := fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", r.Verdict, r.Item, r.Reply, r.Tier, fmtDuration(r.duration))
+	return err
+}
+
+// fmtDuration rounds to what a reader wants: 45µs, 1.2ms, 2.5s.
+func fmtDuration(d time.Duration) string {
+	switch {
+	case d < time.Microsecond:
+		return d.String()
+	case d < time.Millisecond:
+		return d.Round(time.Microsecond).String()
+	case d < time.Second:
+		return d.Round(100 * time.Microsecond).String()
+	}
+	return d.Round(10 * time.Millisecond).String()
+}
