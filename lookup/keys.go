@@ -1,10 +1,10 @@
 package lookup
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net/netip"
-	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -419,7 +419,7 @@ func NormalizeHostname(h string) string {
 	// A numeric last label means an IP address or part of one: its
 	// "parents" would read as IPv4 prefixes (1.2.3 and 2.3) and could
 	// match network entries.
-	if _, err := strconv.Atoi(h[last:]); err == nil {
+	if strings.Trim(h[last:], "0123456789") == "" {
 		return ""
 	}
 	return h
@@ -469,24 +469,39 @@ func hostCandidates(addr netip.Addr, h string) []string {
 		n += dots
 	}
 	out := make([]string, 0, n)
+	// Every IP candidate is a substring of one string built at once: one
+	// allocation instead of one per candidate.
 	switch {
 	case addr.Is4():
-		ip := addr.String()
-		out = append(out, ip)
-		// Cut the dotted string at its dots rather than format again.
-		d1 := strings.IndexByte(ip, '.')
-		d2 := d1 + 1 + strings.IndexByte(ip[d1+1:], '.')
-		d3 := strings.LastIndexByte(ip, '.')
+		var buf [64]byte
+		b := addr.AppendTo(buf[:0])
+		ipLen := len(b)
+		d1 := bytes.IndexByte(b, '.')
+		d2 := d1 + 1 + bytes.IndexByte(b[d1+1:], '.')
+		d3 := bytes.LastIndexByte(b, '.')
+		b = append(append(b, b[:d3]...), ".0/24"...)
+		b = append(append(b, b[:d2]...), ".0.0/16"...)
+		b = append(append(b, b[:d1]...), ".0.0.0/8"...)
+		all := string(b)
+		c24 := ipLen
+		c16 := c24 + d3 + len(".0/24")
+		c8 := c16 + d2 + len(".0.0/16")
 		out = append(out,
-			ip[:d3], ip[:d3]+".0/24",
-			ip[:d2], ip[:d2]+".0.0/16",
-			ip[:d1], ip[:d1]+".0.0.0/8",
+			all[:ipLen],
+			all[:d3], all[c24:c16],
+			all[:d2], all[c16:c8],
+			all[:d1], all[c8:],
 		)
 	case addr.Is6():
-		out = append(out, addr.String())
-		for _, bits := range [...]int{64, 56, 48} {
-			out = append(out, netip.PrefixFrom(addr, bits).Masked().String())
+		var buf [192]byte
+		b := addr.AppendTo(buf[:0])
+		ends := [4]int{len(b)}
+		for i, bits := range [...]int{64, 56, 48} {
+			b = netip.PrefixFrom(addr, bits).Masked().AppendTo(b)
+			ends[i+1] = len(b)
 		}
+		all := string(b)
+		out = append(out, all[:ends[0]], all[ends[0]:ends[1]], all[ends[1]:ends[2]], all[ends[2]:ends[3]])
 	}
 	if h != "" {
 		out = append(out, h)
