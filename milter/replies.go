@@ -60,7 +60,7 @@ func (p *Policy) RcptReply(addr string, d lookup.Decision, err error) Reply {
 	r := &p.Config.Recipients
 	switch {
 	case err != nil && errors.Is(err, lookup.ErrBadAddress):
-		return Reply{Verdict: VerdictAccept, Reason: "malformed address, left to the MTA"}
+		return Reply{Verdict: VerdictAccept, Reason: fmt.Sprintf("left to the MTA: %v", err)}
 	case err != nil && r.OnLookupError == "accept":
 		return Reply{Verdict: VerdictAccept, Reason: fmt.Sprintf("lookup failed, accepted (recipients.on_lookup_error = accept): %v", err)}
 	case err != nil:
@@ -103,6 +103,8 @@ func rcptFoundReason(tier string) string {
 func (p *Policy) HostReply(d lookup.Decision, err error) Reply {
 	h := &p.Config.Hosts
 	switch {
+	case err != nil && errors.Is(err, lookup.ErrBadAddress):
+		return Reply{Verdict: VerdictAccept, Reason: fmt.Sprintf("not checked: %v", err)}
 	case err != nil && h.OnLookupError == "tempfail":
 		return Reply{
 			Verdict: VerdictTempfail,

@@ -2,6 +2,7 @@ package milter
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -157,7 +158,7 @@ func (s *session) log(p *Policy, stage string, r Reply, d lookup.Decision, err e
 		log = s.srv.log
 	}
 	level := slog.LevelInfo
-	if err != nil {
+	if err != nil && !errors.Is(err, lookup.ErrBadAddress) {
 		level = slog.LevelWarn
 	}
 	if !log.Enabled(context.Background(), level) {
