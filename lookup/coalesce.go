@@ -32,6 +32,9 @@ type Coalesce struct {
 	next  Source
 	log   *slog.Logger
 	group singleflight.Group
+	// joined, when set (tests only), runs once a caller has joined a
+	// flight, so a test can know every caller shares it.
+	joined func()
 }
 
 var _ Source = (*Coalesce)(nil)
@@ -71,6 +74,9 @@ func (c *Coalesce) Lookup(ctx context.Context, key Key) (Answer, error) {
 		defer cancel()
 		return c.next.Lookup(fctx, key)
 	})
+	if c.joined != nil {
+		c.joined()
+	}
 	select {
 	case r := <-ch:
 		if r.Err != nil {
