@@ -173,7 +173,8 @@ func (c *Checker) Host(ctx context.Context, addr netip.Addr, hostname string) (D
 }
 
 // HostKey returns the Key that Host looks up for a client: Name is
-// HostKeyName, Candidates HostCandidates.
+// HostKeyName, Candidates HostCandidates. addr must be valid, as Host
+// requires.
 func (c *Checker) HostKey(addr netip.Addr, hostname string) Key {
 	addr = addr.Unmap().WithZone("")
 	h := NormalizeHostname(hostname)

@@ -435,6 +435,10 @@ func HostKeyName(addr netip.Addr, hostname string) string {
 // hostKeyName is HostKeyName for an unmapped addr and a normalised
 // hostname.
 func hostKeyName(addr netip.Addr, h string) string {
+	if !addr.IsValid() {
+		// Host refuses an invalid address; never print "invalid IP".
+		return h
+	}
 	if h == "" {
 		return addr.String()
 	}
