@@ -296,9 +296,14 @@ func buildFilter(tmpl string, key Key) (string, bool) {
 // expandFilter substitutes candidate into tmpl, like Postfix's
 // ldap_table(5): %s the candidate, %u its local part, %d its domain, each
 // escaped. For a recipient "@domain" %u is empty; for a host both are.
-// It reports false when tmpl needs an empty %u or %d: that candidate
-// cannot match and is not queried.
+// It reports false when tmpl needs an empty %u or %d, or when candidate
+// holds a NUL byte: that candidate cannot match and is not queried. (slapd
+// cuts an IA5 assertion value at an escaped NUL, so "a@b\x00junk" would
+// match a@b.)
 func expandFilter(tmpl, candidate string, kind Kind) (string, bool) {
+	if strings.IndexByte(candidate, 0) >= 0 {
+		return "", false
+	}
 	var local, domain string
 	if kind == Recipient {
 		local = candidate
