@@ -1,0 +1,246 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// setup is one milter compared with the others.
+type setup struct {
+	name string
+	d    *daemon
+}
+
+// result is what one setup did over the rounds at one concurrency.
+type result struct {
+	runs []*summary
+}
+
+func (r *result) sessions() []float64 {
+	return r.field(func(s *summary) float64 { return s.SessionsPerS })
+}
+func (r *result) p99() []float64 { return r.field(func(s *summary) float64 { return s.Rcpt.P99 }) }
+func (r *result) cpu() []float64 { return r.field(func(s *summary) float64 { return s.cpuPerSession }) }
+func (r *result) field(f func(*summary) float64) []float64 {
+	out := make([]float64, len(r.runs))
+	for i, s := range r.runs {
+		out[i] = f(s)
+	}
+	return out
+}
+
+// compare runs every setup at every concurrency for -rounds rounds, the
+// setups' order rotating from round to round, and returns the results
+// indexed by concurrency and setup name.
+func compare(setups []setup, concs []int, args ...string) (map[int]map[string]*result, error) {
+	res := map[int]map[string]*result{}
+	for _, c := range concs {
+		res[c] = map[string]*result{}
+		for _, s := range setups {
+			res[c][s.name] = &result{}
+		}
+	}
+	for r := 0; r < *rounds; r++ {
+		for _, c := range concs {
+			for i := range setups {
+				s := setups[(i+r)%len(setups)]
+				a := append([]string{"-addr", s.d.addr, "-c", strconv.Itoa(c), "-d", runDur.String(),
+					"-timeout", (*runDur + time.Minute).String()}, args...)
+				c0 := cpuTicks(s.d.p.pid())
+				sum, err := load(loadCPUs(), a...)
+				if err != nil {
+					return nil, err
+				}
+				if sum.Sessions > 0 {
+					sum.cpuPerSession = float64(cpuTicks(s.d.p.pid())-c0) * 1e6 / clockTicks / float64(sum.Sessions)
+				}
+				if sum.SessionsOK == 0 {
+					return nil, fmt.Errorf("%s at -c %d: no session completed: %v", s.name, c, sum.Errors)
+				}
+				logf("  round %d  -c %-3d %-18s %7.0f sessions/s  %7.0f rcpt/s  p99 %8.0f µs  server CPU %4.0f µs/session  errors %d",
+					r+1, c, s.name, sum.SessionsPerS, sum.RcptsPerS, sum.Rcpt.P99, sum.cpuPerSession, sum.ErrorsTotal)
+				res[c][s.name].runs = append(res[c][s.name].runs, sum)
+			}
+		}
+	}
+	return res, nil
+}
+
+// ratios are b/a round by round.
+func ratios(a, b []float64) []float64 {
+	out := make([]float64, 0, len(a))
+	for i := range a {
+		if i < len(b) && a[i] > 0 {
+			out = append(out, b[i]/a[i])
+		}
+	}
+	return out
+}
+
+func fmtList(v []float64, prec int) string {
+	s := make([]string, len(v))
+	for i, x := range v {
+		s[i] = strconv.FormatFloat(x, 'f', prec, 64)
+	}
+	return strings.Join(s, ", ")
+}
+
+// target is a goal for a setup against the no-op baseline.
+type target struct {
+	minSessions float64 // sessions/s ratio at least this
+	maxP99      float64 // p99 ratio at most this (0: no goal)
+}
+
+// table renders the comparison: one row per concurrency and setup, the
+// baseline first, with per-round ratios against it.
+func table(res map[int]map[string]*result, concs []int, base string, others []string, goals map[string]target) (string, bool) {
+	var b strings.Builder
+	allMet := true
+	b.WriteString("| -c | setup | sessions/s median (min–max) | RcptTo/s median | RcptTo p50 µs | RcptTo p99 µs median (min–max) | server CPU µs/session | sessions/s ratio per round | ratio median | p99 ratio median | target | met? |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, c := range concs {
+		br := res[c][base]
+		fmt.Fprintf(&b, "| %d | %s | %s | %.0f | %.0f | %s | %.0f | | | | | |\n", c, base,
+			statsOf(br.sessions()).f(0), statsOf(br.field(func(s *summary) float64 { return s.RcptsPerS })).med,
+			statsOf(br.field(func(s *summary) float64 { return s.Rcpt.P50 })).med, statsOf(br.p99()).f(0), statsOf(br.cpu()).med)
+		for _, o := range others {
+			r := res[c][o]
+			sr := ratios(br.sessions(), r.sessions())
+			pr := ratios(br.p99(), r.p99())
+			g := goals[o]
+			ms, mp := statsOf(sr).med, statsOf(pr).med
+			ok := ms >= g.minSessions && (g.maxP99 == 0 || mp <= g.maxP99)
+			allMet = allMet && ok
+			goal := fmt.Sprintf("≥ %.2f×", g.minSessions)
+			if g.maxP99 > 0 {
+				goal += fmt.Sprintf(", p99 ≤ %.1f×", g.maxP99)
+			}
+			fmt.Fprintf(&b, "| %d | %s | %s | %.0f | %.0f | %s | %.0f | %s | **%.2f** | %.2f | %s | %s |\n", c, o,
+				statsOf(r.sessions()).f(0), statsOf(r.field(func(s *summary) float64 { return s.RcptsPerS })).med,
+				statsOf(r.field(func(s *summary) float64 { return s.Rcpt.P50 })).med, statsOf(r.p99()).f(0), statsOf(r.cpu()).med,
+				fmtList(sr, 2), ms, mp, goal, verdict(ok))
+		}
+	}
+	return b.String(), allMet
+}
+
+// warmFile writes every recipient of the repeated pools (known and
+// unknown, -pool 1000) for a warm-up pass.
+func warmFile(dir string) (string, error) {
+	var b strings.Builder
+	for i := 0; i < 1000; i++ {
+		fmt.Fprintf(&b, "user%d@%s\nnobody%d@%s\n", i, domain, i, domain)
+	}
+	p := filepath.Join(dir, "warm.txt")
+	return p, os.WriteFile(p, []byte(b.String()), 0o644)
+}
+
+// warm asks d every pooled recipient once, from the 100 pooled clients.
+func warm(d *daemon, dir string) error {
+	f, err := warmFile(dir)
+	if err != nil {
+		return err
+	}
+	s, err := load(loadCPUs(), "-addr", d.addr, "-c", "16", "-n", "800", "-rcpts", "3", "-rcpt-file", f, "-seq", "-clients", "100", "-timeout", "2m")
+	if err != nil {
+		return err
+	}
+	if s.ErrorsTotal > 0 {
+		return fmt.Errorf("warm-up: %d errors: %v", s.ErrorsTotal, s.Errors)
+	}
+	return nil
+}
+
+// tiers reports which tier answered the lookups between two scrapes.
+func tiers(before, after map[string]float64) string {
+	names := []string{"lru", "memcache", "ldap", "file"}
+	var total float64
+	vals := map[string]float64{}
+	for _, n := range names {
+		v := sumMetric(after, "antespam_lookups_total", `tier="`+n+`"`) - sumMetric(before, "antespam_lookups_total", `tier="`+n+`"`)
+		vals[n] = v
+		total += v
+	}
+	if total == 0 {
+		return "no lookups counted by antespam_lookups_total"
+	}
+	var parts []string
+	for _, n := range names {
+		if vals[n] > 0 {
+			parts = append(parts, fmt.Sprintf("%s %.2f%%", n, 100*vals[n]/total))
+		}
+	}
+	return fmt.Sprintf("%.0f lookups: %s", total, strings.Join(parts, ", "))
+}
+
+// ratioBench is ceiling, memcache and ldap: the no-op milter against one
+// daemon setup, alternated.
+func ratioBench(dir, name string, cfg func(s *slapd, dir string) (daemonConfig, error), warmUp bool, goal target, args []string) (string, error) {
+	s, err := startSlapd(dir, *ldapUsers, false)
+	if err != nil {
+		return "", err
+	}
+	dc, err := cfg(s, dir)
+	if err != nil {
+		return "", err
+	}
+	if dc.LogLevel == "" {
+		dc.LogLevel = *logLevel
+	}
+	d, err := startDaemon(dir, "daemon", serverCPUs(), dc)
+	if err != nil {
+		return "", err
+	}
+	noop, err := startNoop(dir, "noop", serverCPUs())
+	if err != nil {
+		return "", err
+	}
+	if warmUp {
+		if err := warm(d, dir); err != nil {
+			return "", err
+		}
+	}
+	before, err := scrape(d.metrics)
+	if err != nil {
+		return "", err
+	}
+	concs := []int{16, 256}
+	res, err := compare([]setup{{"no-op", noop}, {name, d}}, concs, args...)
+	if err != nil {
+		return "", err
+	}
+	after, err := scrape(d.metrics)
+	if err != nil {
+		return "", err
+	}
+	t, met := table(res, concs, "no-op", []string{name}, map[string]target{name: goal})
+	cmd := fmt.Sprintf("antespam-bench -c {16,256} -d %s -rcpts 3 %s", *runDur, strings.Join(args, " "))
+	return fmt.Sprintf("%s\nLoad: `%s`, %d rounds, setups alternated within each round. Daemon lookups during the measured runs: %s. All targets %s.\n",
+		t, cmd, *rounds, tiers(before, after), map[bool]string{true: "met", false: "**not met**"}[met]), nil
+}
+
+func benchCeiling(dir string) (string, error) {
+	return ratioBench(dir, "daemon (LRU)", func(s *slapd, _ string) (daemonConfig, error) {
+		return daemonConfig{LDAP: s.url, CacheSize: 100000}, nil
+	}, true, target{minSessions: 0.9, maxP99: 1.2}, []string{"-rcpts", "3", "-known-frac", "0.5", "-pool", "1000", "-clients", "100"})
+}
+
+func benchMemcache(dir string) (string, error) {
+	return ratioBench(dir, "daemon (memcached)", func(s *slapd, dir string) (daemonConfig, error) {
+		mc, _, err := startMemcached(dir)
+		if err != nil {
+			return daemonConfig{}, err
+		}
+		return daemonConfig{LDAP: s.url, CacheSize: 0, Memcached: []string{mc}}, nil
+	}, true, target{minSessions: 0.75}, []string{"-rcpts", "3", "-known-frac", "0.5", "-pool", "1000", "-clients", "100"})
+}
+
+func benchLDAP(dir string) (string, error) {
+	return ratioBench(dir, "daemon (LDAP)", func(s *slapd, _ string) (daemonConfig, error) {
+		return daemonConfig{LDAP: s.url, CacheSize: 0}, nil
+	}, false, target{minSessions: 0.45}, []string{"-rcpts", "3", "-known-frac", "0.5", "-unique-frac", "1", "-clients", "0"})
+}
