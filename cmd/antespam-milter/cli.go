@@ -72,6 +72,11 @@ func usage(w io.Writer, msg string) int {
 func newFlags(name string, stderr io.Writer) (*flag.FlagSet, *string) {
 	fs := flag.NewFlagSet("antespam-milter "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usageText)
+		fmt.Fprintf(stderr, "flags of %s:\n", name)
+		fs.PrintDefaults()
+	}
 	path := fs.String("config", config.DefaultPath, "configuration `file`")
 	return fs, path
 }

@@ -53,8 +53,8 @@ type composeOptions struct {
 // compose builds the lookup stack described by cfg. It is the one place
 // where tiers are put together, for serve, check and cache purge alike.
 // On error nothing is left open.
-func compose(cfg *config.Config, log *slog.Logger, o composeOptions) (s *stack, err error) {
-	s = &stack{cacheCfg: cfg.Cache, backend: &backend{}}
+func compose(cfg *config.Config, log *slog.Logger, o composeOptions) (_ *stack, err error) {
+	s := &stack{cacheCfg: cfg.Cache, backend: &backend{}}
 	defer func() {
 		if err != nil {
 			s.backend.close()
@@ -252,6 +252,22 @@ func filesReadable(cfg *config.Config) error {
 }
 
 // newLDAPSource connects to the directory with the [ldap] settings.
-func newLDAPSource(cfg *config.Config, log *slog.Logger) (lookup.Source, error) {
-	return nil, errors.New("ldap source: not built yet (lookup.NewLDAP pending)")
+func newLDAPSource(cfg *config.Config, log *slog.Logger) (*lookup.LDAP, error) {
+	l, err := lookup.NewLDAP(lookup.LDAPOptions{
+		URLs:            cfg.LDAP.URLs,
+		StartTLS:        cfg.LDAP.StartTLS,
+		TLSCAFile:       cfg.LDAP.TLSCAFile,
+		BindDN:          cfg.LDAP.BindDN,
+		BindPassword:    cfg.LDAP.BindPassword,
+		BaseDN:          cfg.LDAP.BaseDN,
+		RecipientFilter: cfg.LDAP.RecipientFilter,
+		HostFilter:      cfg.LDAP.HostFilter,
+		Timeout:         cfg.LDAP.Timeout,
+		Connections:     cfg.LDAP.Connections,
+		MaxInFlight:     cfg.LDAP.MaxInFlight,
+	}, log)
+	if err != nil {
+		return nil, fmt.Errorf("ldap source: %w", err)
+	}
+	return l, nil
 }
