@@ -2,13 +2,17 @@
 # `make test` installs what the tests need (as root, with apt-get) and runs
 # every test against real memcached, slapd, Postfix and Sendmail.
 GO       ?= go
-VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null | sed 's/^v//' | grep -E '^[0-9]' || echo "0.0.0+g$$(git rev-parse --short HEAD 2>/dev/null || echo unknown)")
+# VERSION is one string for the binary, the .deb and the .rpm, so it has no
+# '-' (rpm forbids it; in a deb it would start a Debian revision): tag
+# v1.2.3 -> 1.2.3; 3 commits later -> 1.2.3+3.gabc1234; v1.3.0-rc1 ->
+# 1.3.0~rc1; a clone without version tags -> 0.0.0+gabc1234.
+VERSION  ?= $(shell v=$$(git describe --tags --dirty --match 'v[0-9]*' --match '[0-9]*' 2>/dev/null) && echo "$$v" | sed -E 's/^v//; s/-(rc|alpha|beta|pre)/~\1/; s/-/+/; s/-/./g' || echo "0.0.0+g$$(git rev-parse --short HEAD 2>/dev/null || echo unknown)")
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 BIN      := bin/antespam-milter
 GOFLAGS_BUILD := -trimpath -ldflags '$(LDFLAGS)'
 TEST_TIMEOUT ?= 9m
 
-.PHONY: all build run test test-deps check vet staticcheck fmt bench package deb rpm clean
+.PHONY: all build run test test-deps check vet staticcheck fmt bench package deb rpm package-staging clean
 
 all: build
 
@@ -38,6 +42,29 @@ staticcheck:
 
 fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
+
+# Packages (packaging/nfpm.yaml, nfpm run as a Go tool): $(DIST)/*.deb and
+# $(DIST)/*.rpm, version $(VERSION), the same string the binary prints.
+# Generated files (man page, changelog.gz, README) go to $(DIST)/staging.
+# The package test runs e.g. `make package VERSION=0.0.1+test BIN=/tmp/x/antespam-milter DIST=/tmp/x`.
+DIST        ?= dist
+PKG_VERSION := $(VERSION)
+PKG_ARCH     = $(shell $(GO) env GOARCH)
+PKG_STAGING  = $(DIST)/staging
+NFPM_ENV     = VERSION='$(PKG_VERSION)' GOARCH='$(PKG_ARCH)' PKG_BIN='$(BIN)' PKG_STAGING='$(PKG_STAGING)'
+
+package: deb rpm
+
+deb rpm: build package-staging
+	$(NFPM_ENV) $(GO) tool nfpm package -p $@ -f packaging/nfpm.yaml -t $(DIST)/
+
+package-staging:
+	rm -rf $(PKG_STAGING) && mkdir -p $(PKG_STAGING)
+	$(GO) tool go-md2man -in packaging/antespam-milter.8.md -out $(PKG_STAGING)/antespam-milter.8
+	gzip -9n $(PKG_STAGING)/antespam-milter.8
+	gzip -9nc packaging/changelog >$(PKG_STAGING)/changelog.gz
+	if [ -f README.md ]; then cp README.md $(PKG_STAGING)/README.md; \
+	else printf '%s\n' 'antespam-milter: see antespam-milter(8) and' 'https://github.com/antespam/antespam-milter' >$(PKG_STAGING)/README.md; fi
 
 clean:
 	rm -rf bin dist

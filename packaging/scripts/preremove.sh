@@ -1,0 +1,27 @@
+#!/bin/sh
+# antespam-milter prerm (deb: remove|upgrade|...; rpm %preun: 0|1).
+# When the package is removed (not upgraded), stops the daemon and disables
+# the unit while its file still exists; an upgrade restarts the daemon in
+# postinst instead.
+set -e
+
+case "$1" in
+remove | 0) ;;
+*) exit 0 ;;
+esac
+
+if [ -d /run/systemd/system ]; then
+	# deb-systemd-invoke (Debian) honours policy-rc.d; rpm has systemctl.
+	if command -v deb-systemd-invoke >/dev/null 2>&1; then
+		deb-systemd-invoke stop antespam-milter.service >/dev/null 2>&1 || true
+	else
+		systemctl stop antespam-milter.service >/dev/null 2>&1 || true
+	fi
+fi
+# Works without a running systemd too: removes the enablement symlinks.
+if command -v deb-systemd-helper >/dev/null 2>&1; then
+	deb-systemd-helper disable antespam-milter.service >/dev/null 2>&1 || true
+elif command -v systemctl >/dev/null 2>&1; then
+	systemctl --no-reload disable antespam-milter.service >/dev/null 2>&1 || true
+fi
+exit 0
