@@ -328,10 +328,39 @@ func (s *Slapd) Stop() {
 }
 
 // Freeze stops slapd with SIGSTOP: connections are accepted by the
-// kernel but nothing is answered, like a black-holed server.
+// kernel but nothing is answered, like a black-holed server. It returns
+// once every slapd thread is stopped (the signal takes effect a moment
+// after kill returns).
 func (s *Slapd) Freeze() {
 	s.t.Helper()
 	s.signal(syscall.SIGSTOP)
+	pid := strconv.Itoa(s.proc.Cmd.Process.Pid)
+	deadline := time.Now().Add(5 * time.Second)
+	for !allStopped(pid) {
+		if time.Now().After(deadline) {
+			s.t.Fatalf("slapd (pid %s) not stopped 5s after SIGSTOP", pid)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// allStopped reports whether every thread of process pid is stopped.
+func allStopped(pid string) bool {
+	tasks, err := os.ReadDir("/proc/" + pid + "/task")
+	if err != nil || len(tasks) == 0 {
+		return false
+	}
+	for _, task := range tasks {
+		stat, err := os.ReadFile("/proc/" + pid + "/task/" + task.Name() + "/stat")
+		if err != nil {
+			return false
+		}
+		i := strings.LastIndexByte(string(stat), ')')
+		if i < 0 || i+2 >= len(stat) || (stat[i+2] != 'T' && stat[i+2] != 't') {
+			return false
+		}
+	}
+	return true
 }
 
 // Thaw resumes a frozen slapd with SIGCONT.
