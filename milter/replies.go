@@ -139,13 +139,28 @@ var (
 // every % is doubled, as Sendmail and Postfix read it as a format string.
 func replyLine(tmpl, fallback string, class byte, rcpt string) string {
 	tmpl = cleanText(tmpl, maxReplyText)
-	if m := replyRE.FindStringSubmatch(tmpl); m == nil || m[1][0] != class || m[1] != m[2] {
+	if !validReply(tmpl, class) {
 		tmpl = fallback
 	}
-	if strings.Contains(tmpl, "{rcpt}") {
-		tmpl = strings.ReplaceAll(tmpl, "{rcpt}", cleanText(rcpt, maxRcptInReply))
+	line := tmpl
+	if strings.Contains(line, "{rcpt}") {
+		line = strings.ReplaceAll(line, "{rcpt}", cleanText(rcpt, maxRcptInReply))
 	}
-	return strings.ReplaceAll(cleanText(tmpl, maxReplyText), "%", "%%")
+	line = cleanText(line, maxReplyText)
+	if !validReply(line, class) {
+		// The address left no text after the codes ("550 5.1.1 {rcpt}"
+		// with an empty address, say): keep the codes, say something.
+		line = tmpl[:strings.IndexByte(tmpl[4:], ' ')+5] + genericText[class]
+	}
+	return strings.ReplaceAll(line, "%", "%%")
+}
+
+var genericText = map[byte]string{'4': "Temporary failure", '5': "Rejected"}
+
+// validReply: a reply line of the given class, codes agreeing.
+func validReply(line string, class byte) bool {
+	m := replyRE.FindStringSubmatch(line)
+	return m != nil && m[1][0] == class && m[1] == m[2]
 }
 
 // cleanText drops control characters (CR, LF, NUL and the rest of C0, and

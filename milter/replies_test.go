@@ -1,0 +1,124 @@
+package milter
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/antespam/antespam-milter/config"
+	"github.com/antespam/antespam-milter/lookup"
+)
+
+func TestRcptReply(t *testing.T) {
+	lookupErr := errors.New("ldap: connection refused")
+	badAddr := fmt.Errorf("%w: no domain", lookup.ErrBadAddress)
+	for _, tc := range []struct {
+		name    string
+		mut     func(*config.Config)
+		addr    string
+		d       lookup.Decision
+		err     error
+		verdict string
+		code    string
+	}{
+		{"exists", nil, "a@example.org", lookup.Decision{Found: true, Tier: "ldap"}, nil, VerdictAccept, ""},
+		{"not ours", nil, "a@else.test", lookup.Decision{Found: true, Tier: lookup.TierNotOurs}, nil, VerdictAccept, ""},
+		{"unknown", nil, "a@example.org", lookup.Decision{}, nil, VerdictReject, "550 5.1.1 <a@example.org>: Recipient address rejected: User unknown"},
+		{"unknown custom", func(c *config.Config) { c.Recipients.RejectReply = "550 5.1.1 No such user here: {rcpt}" }, "a@example.org", lookup.Decision{}, nil, VerdictReject, "550 5.1.1 No such user here: a@example.org"},
+		{"lookup error", nil, "a@example.org", lookup.Decision{}, lookupErr, VerdictTempfail, "451 4.3.0 <a@example.org>: Temporary lookup failure"},
+		{"lookup error accept", func(c *config.Config) { c.Recipients.OnLookupError = "accept" }, "a@example.org", lookup.Decision{}, lookupErr, VerdictAccept, ""},
+		{"bad address", nil, "a", lookup.Decision{}, badAddr, VerdictAccept, ""},
+		{"bad address tempfail config", nil, "<>", lookup.Decision{}, badAddr, VerdictAccept, ""},
+		{"percent", nil, "100%@example.org", lookup.Decision{}, nil, VerdictReject, "550 5.1.1 <100%%@example.org>: Recipient address rejected: User unknown"},
+		{"crlf", nil, "a\r\n250 ok@example.org", lookup.Decision{}, nil, VerdictReject, "550 5.1.1 <a250 ok@example.org>: Recipient address rejected: User unknown"},
+		{"nul", nil, "a\x00b@example.org", lookup.Decision{}, nil, VerdictReject, "550 5.1.1 <ab@example.org>: Recipient address rejected: User unknown"},
+		{"invalid utf-8", nil, "a\xffb@example.org", lookup.Decision{}, nil, VerdictReject, "550 5.1.1 <a?b@example.org>: Recipient address rejected: User unknown"},
+		{"class mismatch falls back", func(c *config.Config) { c.Recipients.RejectReply = "550 4.1.1 oops {rcpt}" }, "a@example.org", lookup.Decision{}, nil, VerdictReject, "550 5.1.1 <a@example.org>: Recipient address rejected: User unknown"},
+		{"tempfail as reject falls back", func(c *config.Config) { c.Recipients.RejectReply = "451 4.3.0 {rcpt}" }, "a@example.org", lookup.Decision{}, nil, VerdictReject, "550 5.1.1 <a@example.org>: Recipient address rejected: User unknown"},
+		{"garbage falls back", func(c *config.Config) { c.Recipients.TempfailReply = "try later" }, "a@example.org", lookup.Decision{}, lookupErr, VerdictTempfail, "451 4.3.0 <a@example.org>: Temporary lookup failure"},
+		{"report mode same verdict", func(c *config.Config) { c.Mode = "report" }, "a@example.org", lookup.Decision{}, nil, VerdictReject, "550 5.1.1 <a@example.org>: Recipient address rejected: User unknown"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := testConfig()
+			if tc.mut != nil {
+				tc.mut(c)
+			}
+			p := &Policy{Config: c}
+			r := p.RcptReply(tc.addr, tc.d, tc.err)
+			if r.Verdict != tc.verdict || r.Code != tc.code {
+				t.Errorf("RcptReply = %q %q, want %q %q", r.Verdict, r.Code, tc.verdict, tc.code)
+			}
+			if r.Reason == "" {
+				t.Error("no reason")
+			}
+		})
+	}
+}
+
+func TestHostReply(t *testing.T) {
+	lookupErr := errors.New("ldap: timeout")
+	for _, tc := range []struct {
+		name    string
+		onErr   string
+		d       lookup.Decision
+		err     error
+		verdict string
+		code    string
+	}{
+		{"listed", "accept", lookup.Decision{Found: true}, nil, VerdictReject, "554 5.7.1 Connection refused: client host is listed"},
+		{"not listed", "accept", lookup.Decision{}, nil, VerdictAccept, ""},
+		{"error accept", "accept", lookup.Decision{}, lookupErr, VerdictAccept, ""},
+		{"error tempfail", "tempfail", lookup.Decision{}, lookupErr, VerdictTempfail, "451 4.3.0 Temporary lookup failure"},
+		{"bad address", "tempfail", lookup.Decision{}, fmt.Errorf("%w: invalid", lookup.ErrBadAddress), VerdictAccept, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := &Policy{Config: testConfig(func(c *config.Config) { c.Hosts.OnLookupError = tc.onErr })}
+			r := p.HostReply(tc.d, tc.err)
+			if r.Verdict != tc.verdict || r.Code != tc.code {
+				t.Errorf("HostReply = %q %q, want %q %q", r.Verdict, r.Code, tc.verdict, tc.code)
+			}
+		})
+	}
+}
+
+// TestReplyLineBounded: whatever the address, the reply is one bounded
+// line with agreeing codes and no single %.
+func TestReplyLineBounded(t *testing.T) {
+	for _, addr := range []string{
+		strings.Repeat("a", 10000) + "@example.org",
+		strings.Repeat("é", 5000),
+		strings.Repeat("%", 5000),
+		"\r\n\r\n",
+	} {
+		got := replyLine(defaults.Recipients.RejectReply, defaults.Recipients.RejectReply, '5', addr)
+		if n := len(strings.ReplaceAll(got, "%%", "%")); n > maxReplyText {
+			t.Errorf("reply of %d bytes", n)
+		}
+		if !replyRE.MatchString(got) || strings.ContainsAny(got, "\r\n\x00") {
+			t.Errorf("reply %q", got)
+		}
+		if strings.Contains(strings.ReplaceAll(got, "%%", ""), "%") {
+			t.Errorf("single %% in %q", got)
+		}
+	}
+}
+
+func FuzzReplyLine(f *testing.F) {
+	f.Add(defaults.Recipients.RejectReply, "a@example.org")
+	f.Add("550 5.1.1 {rcpt} {rcpt}", "%\r\n")
+	f.Add("450 4.1.1 x", "\xff\xfe")
+	f.Fuzz(func(t *testing.T, tmpl, addr string) {
+		got := replyLine(tmpl, defaults.Recipients.RejectReply, '5', addr)
+		m := replyRE.FindStringSubmatch(got)
+		if m == nil || m[1][0] != '5' || m[1] != m[2] {
+			t.Fatalf("replyLine(%q, %q) = %q: not a 5xx reply with agreeing codes", tmpl, addr, got)
+		}
+		if strings.ContainsAny(got, "\r\n\x00") || strings.Contains(strings.ReplaceAll(got, "%%", ""), "%") {
+			t.Fatalf("replyLine(%q, %q) = %q: unsafe", tmpl, addr, got)
+		}
+		if len(got) > 2*maxReplyText {
+			t.Fatalf("replyLine(%q, %q): %d bytes", tmpl, addr, len(got))
+		}
+	})
+}
