@@ -28,7 +28,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 sm="$top/.cache/sendmail"
-if [ ! -x "$sm/usr/lib/sm.bin/sendmail" ]; then
+if [ ! -x "$sm/usr/libexec/sendmail/sendmail" ] || [ ! -f "$sm/usr/share/sendmail/cf/m4/cf.m4" ]; then
 	echo "test-deps: fetching sendmail .debs"
 	tmp=$(mktemp -d)
 	(cd "$tmp" && apt-get download sendmail-bin sendmail-base sendmail-cf >/dev/null 2>&1 || { apt-get update -qq && apt-get download sendmail-bin sendmail-base sendmail-cf >/dev/null; })

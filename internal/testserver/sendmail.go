@@ -1,0 +1,160 @@
+package testserver
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// SendmailRoot is where scripts/test-deps.sh unpacks Sendmail's .debs
+// (they conflict with the postfix package), relative to the repository.
+const SendmailRoot = ".cache/sendmail"
+
+// SendmailHostname is the FQDN Sendmail runs under, in its own UTS
+// namespace: without a dot in the hostname it sleeps about 60 s at start.
+const SendmailHostname = "mx.test.example"
+
+// SendmailOptions describe an isolated Sendmail instance.
+type SendmailOptions struct {
+	// Snippet is .mc text, normally the README's recommended lines
+	// (examples/sendmail.mc.snippet); every milter socket spec in it
+	// (inet:PORT@HOST, unix:/path, local:/path) is replaced by Milter.
+	Snippet string
+	// Milter is a Sendmail milter spec: "inet:PORT@127.0.0.1" or
+	// "unix:/path".
+	Milter string
+	// RelayHost is "IP:PORT" where accepted mail is relayed (an SMTP
+	// sink); Sendmail has no local domains. Not on 127.0.0.1: Sendmail
+	// counts its interfaces' addresses as itself and will not relay there
+	// (use 127.0.0.5, say).
+	RelayHost string
+	// IPv6 adds a listener on [::1].
+	IPv6 bool
+}
+
+// Sendmail is a running sendmail -bD started by StartSendmail.
+type Sendmail struct {
+	// Dir holds sendmail.mc, sendmail.cf, the queue and the output.
+	Dir string
+	// Addr is "127.0.0.1:PORT"; Addr6 "[::1]:PORT" when IPv6 is set.
+	Addr, Addr6 string
+	// MC is the .mc the configuration was built from.
+	MC string
+
+	proc *Process
+}
+
+// StartSendmail builds sendmail.cf with m4 from an .mc that includes
+// o.Snippet, runs "sendmail -bD" in a private UTS and mount namespace
+// (hostname SendmailHostname, its own /etc/hosts), waits for its
+// listeners and stops it by PID in t.Cleanup. Missing Sendmail, m4 or
+// unshare go through Unavailable.
+func StartSendmail(t testing.TB, o SendmailOptions) *Sendmail {
+	t.Helper()
+	root := filepath.Join(RepoRoot(t), SendmailRoot)
+	bin := filepath.Join(root, "usr/libexec/sendmail/sendmail")
+	cfDir := filepath.Join(root, "usr/share/sendmail/cf")
+	if _, err := os.Stat(bin); err != nil {
+		Unavailable(t, "sendmail is not unpacked in %s", root)
+	}
+	if _, err := os.Stat(filepath.Join(cfDir, "m4", "cf.m4")); err != nil {
+		Unavailable(t, "sendmail-cf is not unpacked in %s", root)
+	}
+	m4 := Require(t, "m4")
+	unshare := Require(t, "unshare")
+	if o.Milter == "" || o.RelayHost == "" {
+		t.Fatal("sendmail: Milter and RelayHost are required")
+	}
+
+	dir, err := os.MkdirTemp("", "antespam-sendmail-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "mqueue"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	s := &Sendmail{Dir: dir}
+	port := FreePort(t, "127.0.0.1")
+	s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	listen6 := ""
+	if o.IPv6 {
+		port6 := FreePort(t, "::1")
+		s.Addr6 = net.JoinHostPort("::1", strconv.Itoa(port6))
+		listen6 = fmt.Sprintf("DAEMON_OPTIONS(`Port=%d, Addr=::1, Name=MTA-v6, Family=inet6')dnl\n", port6)
+	}
+	writeMTAFile(t, filepath.Join(dir, "service.switch"), "hosts files\naliases files\n")
+	writeMTAFile(t, filepath.Join(dir, "hosts"),
+		"127.0.0.1\t"+SendmailHostname+" mx localhost\n::1\tlocalhost ip6-localhost\n")
+
+	s.MC = fmt.Sprintf(`divert(-1)
+# written by testserver.StartSendmail
+divert(0)dnl
+OSTYPE(`+"`linux'"+`)dnl
+define(`+"`confDONT_BLAME_SENDMAIL', `GroupWritableDirPathSafe,TrustStickyBit'"+`)dnl
+define(`+"`QUEUE_DIR', `%[1]s/mqueue'"+`)dnl
+define(`+"`confPID_FILE', `%[1]s/sendmail.pid'"+`)dnl
+define(`+"`ALIAS_FILE', `'"+`)dnl
+define(`+"`STATUS_FILE', `'"+`)dnl
+define(`+"`confHELP_FILE', `'"+`)dnl
+define(`+"`confSERVICE_SWITCH_FILE', `%[1]s/service.switch'"+`)dnl
+define(`+"`confHOSTS_FILE', `%[1]s/hosts'"+`)dnl
+define(`+"`confDOMAIN_NAME', `%[2]s'"+`)dnl
+define(`+"`SMART_HOST', `[%[3]s]'"+`)dnl
+define(`+"`RELAY_MAILER_ARGS', `TCP $h %[4]s'"+`)dnl
+define(`+"`ESMTP_MAILER_ARGS', `TCP $h %[4]s'"+`)dnl
+define(`+"`confTO_IDENT', `0s'"+`)dnl
+define(`+"`confLOG_LEVEL', `12'"+`)dnl
+FEATURE(`+"`no_default_msa'"+`)dnl
+FEATURE(`+"`nocanonify'"+`)dnl
+FEATURE(`+"`accept_unresolvable_domains'"+`)dnl
+FEATURE(`+"`promiscuous_relay'"+`)dnl
+DAEMON_OPTIONS(`+"`Port=%[5]d, Addr=127.0.0.1, Name=MTA'"+`)dnl
+%[6]s
+dnl examples/sendmail.mc.snippet, milter address substituted
+%[7]s
+MAILER(`+"`smtp'"+`)dnl
+`, dir, SendmailHostname, mtaHost(o.RelayHost), mtaPort(o.RelayHost), port, listen6,
+		SubstituteMilter(o.Snippet, o.Milter))
+	writeMTAFile(t, filepath.Join(dir, "sendmail.mc"), s.MC)
+
+	m4cmd := exec.Command(m4, "-D_CF_DIR_="+cfDir+"/", filepath.Join(cfDir, "m4", "cf.m4"), filepath.Join(dir, "sendmail.mc"))
+	var stderr strings.Builder
+	m4cmd.Stderr = &stderr
+	cf, err := m4cmd.Output()
+	if err != nil {
+		t.Fatalf("m4 sendmail.mc: %v\n%s", err, stderr.String())
+	}
+	writeMTAFile(t, filepath.Join(dir, "sendmail.cf"), string(cf))
+
+	// unshare without --fork execs: the PID the test starts becomes
+	// sendmail's, and its per-connection children share its group.
+	script := fmt.Sprintf("hostname %s && mount --bind %s /etc/hosts && exec %s -bD -C %s",
+		SendmailHostname, filepath.Join(dir, "hosts"), bin, filepath.Join(dir, "sendmail.cf"))
+	s.proc = Start(t, exec.Command(unshare, "--uts", "--mount", "/bin/sh", "-c", script), filepath.Join(dir, "sendmail.out"))
+	for _, a := range []string{s.Addr, s.Addr6} {
+		if a == "" {
+			continue
+		}
+		if err := WaitTCP(a, 15*time.Second); err != nil {
+			t.Fatalf("sendmail: %v\n%s", err, s.proc.Output())
+		}
+	}
+	return s
+}
+
+// Output is what sendmail wrote to stdout and stderr (it logs to
+// syslog, which the test does not run).
+func (s *Sendmail) Output() string { return s.proc.Output() }
+
+// Stop stops sendmail and its children (by PID and process group).
+func (s *Sendmail) Stop() { s.proc.Stop() }
