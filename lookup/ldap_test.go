@@ -291,6 +291,23 @@ func TestLDAPOutageAndRecovery(t *testing.T) {
 	}
 }
 
+// A server restarted between two lookups leaves pooled connections that
+// are closed: the next lookup redials (or retries once) and succeeds.
+func TestLDAPRestartBetweenLookups(t *testing.T) {
+	s := startLDAPDirectory(t, false)
+	opts := ldapOptions(s.URL())
+	opts.Connections = 2
+	l := newTestLDAP(t, opts, nil)
+	alice := ldapRcpt("alice@example.com")
+	for i := range 3 {
+		if !mustLookup(t, l, alice).Found {
+			t.Fatalf("round %d: alice not found", i)
+		}
+		s.Stop()
+		s.Start()
+	}
+}
+
 // slapd frozen: an error within Timeout (or the caller's deadline), then
 // recovery on SIGCONT.
 func TestLDAPFrozenServer(t *testing.T) {

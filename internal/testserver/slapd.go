@@ -344,7 +344,8 @@ func (s *Slapd) Freeze() {
 	}
 }
 
-// allStopped reports whether every thread of process pid is stopped.
+// allStopped reports whether every thread of process pid is stopped (also
+// used by Memcached.Freeze).
 func allStopped(pid string) bool {
 	tasks, err := os.ReadDir("/proc/" + pid + "/task")
 	if err != nil || len(tasks) == 0 {
