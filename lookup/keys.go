@@ -47,6 +47,10 @@ func badAddress(format string, args ...any) error {
 // control characters (CR, LF, NUL...), invalid UTF-8, unquoted spaces,
 // unbalanced brackets or quotes, and addresses over 512 bytes.
 func NormalizeAddress(addr string, caseFoldLocal bool) (local, domain string, err error) {
+	if len(addr) > 2*maxAddressLen {
+		// Refused before trimming, so that no work scales with the input.
+		return "", "", badAddress("longer than %d bytes", maxAddressLen)
+	}
 	s := strings.TrimSpace(addr)
 	if len(s) > maxAddressLen {
 		return "", "", badAddress("longer than %d bytes", maxAddressLen)
@@ -136,10 +140,11 @@ func checkText(s string) error {
 			if !utf8.ValidString(s[i:]) {
 				return badAddress("invalid UTF-8")
 			}
-			// Control characters above ASCII (C1, U+0080-U+009F) and the
-			// Unicode line and paragraph separators.
+			// From here on, rune by rune: control characters in ASCII
+			// and above it (C1, U+0080-U+009F), and the Unicode line and
+			// paragraph separators.
 			for j, r := range s[i:] {
-				if r >= 0x80 && r <= 0x9f || r == 0x2028 || r == 0x2029 {
+				if r < 0x20 || r >= 0x7f && r <= 0x9f || r == 0x2028 || r == 0x2029 {
 					return badAddress("control character U+%04X at byte %d", r, i+j)
 				}
 			}

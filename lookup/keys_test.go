@@ -48,6 +48,8 @@ func TestNormalizeAddress(t *testing.T) {
 		{name: "CR LF", in: "alice@example.com\r\nRSET", wantErrText: "control character"},
 		{name: "LF in local", in: "ali\nce@example.com", wantErrText: "control character"},
 		{name: "NUL", in: "alice\x00@example.com", wantErrText: "control character"},
+		{name: "NUL after UTF-8", in: "é\x00@example.com", wantErrText: "control character"},
+		{name: "CR LF after UTF-8 domain", in: "a@bücher.example\r\nRSET", wantErrText: "control character"},
 		{name: "C1 control", in: "alice\u0085x@example.com", wantErrText: "control character"},
 		{name: "line separator", in: "alice\u2028@example.com", wantErrText: "control character"},
 		{name: "invalid utf8", in: "al\xffice@example.com", wantErrText: "invalid UTF-8"},
