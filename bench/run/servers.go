@@ -28,7 +28,8 @@ type slapd struct {
 
 // startSlapd seeds n users with slapadd and starts slapd on a free port;
 // stats turns on slapd's stats log (one line per search, for counting).
-func startSlapd(dir string, n int, stats bool) (*slapd, error) {
+// extra are more addresses to list (uid "x<i>").
+func startSlapd(dir string, n int, stats bool, extra ...string) (*slapd, error) {
 	sd := filepath.Join(dir, "slapd")
 	if err := os.MkdirAll(filepath.Join(sd, "data"), 0o700); err != nil {
 		return nil, err
@@ -60,6 +61,9 @@ index mail,mailLocalAddress,ipHostNumber,cn eq
 	fmt.Fprintf(&b, "dn: ou=hosts,%s\nobjectClass: organizationalUnit\nou: hosts\n\n", suffix)
 	for i := 0; i < n; i++ {
 		fmt.Fprintf(&b, "dn: uid=user%[1]d,ou=people,%[2]s\nobjectClass: inetOrgPerson\nobjectClass: inetLocalMailRecipient\nuid: user%[1]d\ncn: user%[1]d\nsn: user%[1]d\nmail: user%[1]d@%[3]s\n\n", i, suffix, domain)
+	}
+	for i, m := range extra {
+		fmt.Fprintf(&b, "dn: uid=x%[1]d,ou=people,%[2]s\nobjectClass: inetOrgPerson\nobjectClass: inetLocalMailRecipient\nuid: x%[1]d\ncn: x%[1]d\nsn: x%[1]d\nmail: %[3]s\n\n", i, suffix, m)
 	}
 	// One listed host, so that host lookups have something to find.
 	fmt.Fprintf(&b, "dn: cn=192.0.2.66,ou=hosts,%s\nobjectClass: device\nobjectClass: ipHost\ncn: 192.0.2.66\nipHostNumber: 192.0.2.66\n", suffix)
