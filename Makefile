@@ -20,10 +20,14 @@ build:
 	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o $(BIN) ./cmd/antespam-milter
 
 run: build
-	@echo "antespam-milter on inet:8890@127.0.0.1 with examples/antespam-milter.toml (Ctrl-C stops it)"
-	@echo "try:  $(BIN) check -config examples/antespam-milter.toml rcpt alice@example.com nobody@example.com"
-	@echo "Postfix main.cf:   smtpd_milters = inet:127.0.0.1:8890"
-	@echo "Sendmail .mc:      INPUT_MAIL_FILTER(\`antespam', \`S=inet:8890@127.0.0.1, F=T, T=C:10s;S:10s;R:10s;E:5m')"
+	@echo "antespam-milter on inet:8890@127.0.0.1 with examples/antespam-milter.toml (file source; Ctrl-C stops it)."
+	@echo "Try it from another terminal:"
+	@echo "  $(BIN) check -config examples/antespam-milter.toml rcpt alice@example.com alice+news@example.com nobody@example.com"
+	@echo "  $(BIN) check -config examples/antespam-milter.toml host 192.0.2.1 mx.bad.example"
+	@echo "Postfix main.cf (examples/postfix-main.cf.snippet):"
+	@sed 's/^/    /' examples/postfix-main.cf.snippet
+	@echo "Sendmail .mc (examples/sendmail.mc.snippet):"
+	@sed 's/^/    /' examples/sendmail.mc.snippet
 	$(BIN) serve -config examples/antespam-milter.toml
 
 test-deps:
