@@ -251,7 +251,7 @@ func (s *Server) release() {
 // refuse closes a connection beyond max_sessions, with at most one log
 // line a second.
 func (s *Server) refuse(c net.Conn) {
-	c.Close()
+	defer c.Close()
 	metrics.SessionsRefused.Inc()
 	now := time.Now().UnixNano()
 	last := s.refusedLog.Load()
