@@ -15,8 +15,8 @@ import (
 	"time"
 
 	gomilter "github.com/emersion/go-milter"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/antespam/antespam-milter/config"
 	"github.com/antespam/antespam-milter/lookup"
