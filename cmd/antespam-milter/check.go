@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/netip"
 	"strings"
 	"time"
 
@@ -95,12 +94,7 @@ func decide(ctx context.Context, p *milter.Policy, it item) checkResult {
 		if !cfg.Hosts.Enabled {
 			return skipped(it, "disabled", "hosts.enabled = false")
 		}
-		a, perr := netip.ParseAddr(strings.Trim(it.addr, "[]"))
-		if perr != nil {
-			return checkResult{Item: it.String(), Verdict: milter.VerdictAccept, Reply: "-", Tier: "-",
-				Reason: fmt.Sprintf("%q is not an IP address; the daemon does not look it up", it.addr)}
-		}
-		a = a.Unmap()
+		a := it.ip
 		if p.Trusted(a) {
 			return skipped(it, "trusted", "trusted_networks")
 		}

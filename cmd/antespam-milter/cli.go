@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/netip"
 	"strings"
 
 	"github.com/antespam/antespam-milter/config"
@@ -121,9 +122,10 @@ func printConfigError(w io.Writer, err error) {
 
 // item is one question on the command line of check and cache purge.
 type item struct {
-	kind     string // "rcpt" or "host"
-	addr     string // the recipient, or the client IP
-	hostname string // host only, may be ""
+	kind     string     // "rcpt" or "host"
+	addr     string     // the recipient, or the client IP as given
+	ip       netip.Addr // host only
+	hostname string     // host only, may be ""
 }
 
 func (it item) String() string {
@@ -153,7 +155,11 @@ func parseItems(args []string) ([]item, error) {
 		if len(args) < 2 || len(args) > 3 {
 			return nil, errors.New("host needs an IP address and optionally a hostname")
 		}
-		it := item{kind: "host", addr: args[1]}
+		ip, err := netip.ParseAddr(strings.TrimPrefix(strings.Trim(args[1], "[]"), "IPv6:"))
+		if err != nil {
+			return nil, fmt.Errorf("host %q is not an IP address", args[1])
+		}
+		it := item{kind: "host", addr: args[1], ip: ip.Unmap()}
 		if len(args) == 3 {
 			it.hostname = args[2]
 		}

@@ -28,6 +28,8 @@ func TestUsageErrors(t *testing.T) {
 		{"check", "-config", f.config, "host"},
 		{"check", "-config", f.config, "host", "192.0.2.1", "a.example", "extra"},
 		{"check", "-config", f.config, "mx", "a@example.com"},
+		{"check", "-config", f.config, "host", "mx.example.com"},
+		{"cache", "purge", "-config", f.config, "host", "999.1.1.1"},
 		{"check", "-bogus", "rcpt", "a@example.com"},
 		{"cache"},
 		{"cache", "flush"},

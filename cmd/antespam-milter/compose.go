@@ -12,6 +12,7 @@ import (
 
 	"github.com/antespam/antespam-milter/config"
 	"github.com/antespam/antespam-milter/lookup"
+	"github.com/antespam/antespam-milter/metrics"
 )
 
 // stack is the lookup stack built from one config:
@@ -70,6 +71,8 @@ func compose(cfg *config.Config, log *slog.Logger, o composeOptions) (_ *stack, 
 		}
 		dir = f
 		s.backend.add(f)
+		// The lists are in memory: the directory is up once read.
+		metrics.DirectoryUp.Set(1)
 	case "ldap":
 		l, err := newLDAPSource(cfg, log)
 		if err != nil {

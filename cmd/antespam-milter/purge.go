@@ -2,18 +2,15 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"net/netip"
-	"strings"
 
 	"github.com/antespam/antespam-milter/lookup"
 )
 
 // purge deletes from memcached the answers the daemons stored for the
 // items, using the Checker's own key derivation, so an admin can undo a
-// cached "user unknown" for the whole fleet. It does not touch the
+// cached "user unknown" for the whole fleet. It does not ask the
 // directory, so it works during an outage too.
 func purge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs, path := newFlags("cache purge", stderr)
@@ -33,19 +30,15 @@ func purge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	log := newLogger(stderr, "text", "warn")
-	noDirectory := lookup.SourceFunc(func(context.Context, lookup.Key) (lookup.Answer, error) {
-		return lookup.Answer{}, errors.New("cache purge does not ask the directory")
-	})
-	checker, err := newChecker(noDirectory, cfg)
+	// The same stack as the daemon's, so the keys are the ones its
+	// lookups store. Nothing is looked up.
+	stk, err := compose(cfg, log, composeOptions{})
 	if err != nil {
 		fmt.Fprintf(stderr, "antespam-milter: %v\n", err)
 		return exitFailure
 	}
-	mc, err := lookup.NewMemcache(noDirectory, cfg.Memcache.Servers, memcacheOptions(cfg), log)
-	if err != nil {
-		fmt.Fprintf(stderr, "antespam-milter: %v\n", err)
-		return exitFailure
-	}
+	defer stk.Close()
+	checker, mc := stk.Checker, stk.Memcache
 
 	status := exitOK
 	for _, it := range items {
@@ -78,9 +71,5 @@ func itemKey(c *lookup.Checker, it item) (lookup.Key, bool, error) {
 	if it.kind == "rcpt" {
 		return c.RecipientKey(it.addr)
 	}
-	a, err := netip.ParseAddr(strings.Trim(it.addr, "[]"))
-	if err != nil {
-		return lookup.Key{}, false, fmt.Errorf("%q is not an IP address", it.addr)
-	}
-	return c.HostKey(a, it.hostname), true, nil
+	return c.HostKey(it.ip, it.hostname), true, nil
 }

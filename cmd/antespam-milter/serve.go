@@ -31,6 +31,11 @@ func serve(ctx context.Context, args []string, stderr io.Writer) int {
 	if fs.NArg() != 0 {
 		return usage(stderr, fmt.Sprintf("serve takes no arguments, not %q", fs.Args()))
 	}
+	// SIGHUP is caught from the start: its default action would end the
+	// process.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	cfg, err := config.Load(*path)
 	if err != nil {
 		logConfigError(newLogger(stderr, "text", "info"), "invalid config, not starting", err)
@@ -38,7 +43,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 	d := &server{path: *path, stderr: stderr}
 	d.setLogger(cfg)
-	return d.run(ctx, cfg)
+	return d.run(ctx, cfg, hup)
 }
 
 // server is the running daemon: the milter server, the current lookup
@@ -58,7 +63,7 @@ func (d *server) setLogger(cfg *config.Config) {
 	d.log = newLogger(d.stderr, cfg.LogFormat, cfg.LogLevel)
 }
 
-func (d *server) run(ctx context.Context, cfg *config.Config) int {
+func (d *server) run(ctx context.Context, cfg *config.Config, hup <-chan os.Signal) int {
 	log := d.log
 	for _, w := range cfg.Warnings {
 		log.Warn("config warning", "warning", w)
@@ -94,10 +99,6 @@ func (d *server) run(ctx context.Context, cfg *config.Config) int {
 	}
 	served := make(chan error, 1)
 	go func() { served <- d.milter.Serve(ln) }()
-
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 
 	log.Info("antespam-milter started", "version", version, "listen", cfg.Listen,
 		"source", cfg.Source, "mode", cfg.Mode, "config", cfg.Path, "metrics_listen", cfg.MetricsListen)
