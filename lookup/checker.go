@@ -137,7 +137,7 @@ func (c *Checker) recipientKey(addr string) (key Key, tier string, err error) {
 	if c.alwaysAccepted(local) {
 		return key, TierAlways, nil
 	}
-	key.Candidates = RecipientCandidates(local, domain, c.opts.RecipientDelimiter, c.opts.CatchAll)
+	key.Candidates = recipientCandidates(key.Name, len(local), c.opts.RecipientDelimiter, c.opts.CatchAll)
 	if u := DomainUnicode(domain); u != domain {
 		// A directory may hold an IDN address in either form; the key
 		// stays the A-label, the candidates cover both.
@@ -178,7 +178,18 @@ func (c *Checker) Host(ctx context.Context, addr netip.Addr, hostname string) (D
 func (c *Checker) HostKey(addr netip.Addr, hostname string) Key {
 	addr = addr.Unmap().WithZone("")
 	h := NormalizeHostname(hostname)
-	return Key{Kind: Host, Name: hostKeyName(addr, h), Candidates: hostCandidates(addr, h)}
+	cands := hostCandidates(addr, h)
+	var name string
+	switch {
+	case !addr.IsValid():
+		name = hostKeyName(addr, h)
+	case h == "":
+		// The IP text is already the first candidate: reuse it.
+		name = cands[0]
+	default:
+		name = cands[0] + " " + h
+	}
+	return Key{Kind: Host, Name: name, Candidates: cands}
 }
 
 // ask looks key up in the Source.

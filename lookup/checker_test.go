@@ -260,3 +260,41 @@ func TestCheckerHost(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkChecker measures the Checker's own work per question (key
+// derivation and the Decision) over a Source that answers at once.
+func BenchmarkChecker(b *testing.B) {
+	src := SourceFunc(func(ctx context.Context, key Key) (Answer, error) {
+		return Answer{Found: true, Tier: "nop"}, nil
+	})
+	c, err := NewChecker(src, CheckerOptions{Domains: []string{"example.com"}, RecipientDelimiter: "+", CaseFoldLocalPart: true, CatchAll: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	b.Run("rcpt", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := c.Recipient(ctx, "<alice+news@example.com>"); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("rcpt-not-ours", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := c.Recipient(ctx, "<alice@example.org>"); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	a := netip.MustParseAddr("192.0.2.10")
+	b.Run("host", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := c.Host(ctx, a, "mx.example.net"); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

@@ -12,9 +12,10 @@ import (
 )
 
 // ErrBadAddress is wrapped by every error about a malformed address or
-// host: the input itself is wrong, so asking again will not help. The
-// milter answers it with a permanent reply (501/550), while any other
-// error from a Checker means "don't know" (451).
+// client IP: the input itself is wrong, so asking again will not help and
+// no lookup was made. Any other error from a Checker comes from its Source
+// and means "don't know" (451). Callers tell them apart with errors.Is;
+// what to answer a malformed address is the milter's choice.
 var ErrBadAddress = errors.New("malformed address")
 
 // Bounds on what NormalizeAddress accepts. RFC 5321 section 4.5.3.1 limits
@@ -352,6 +353,14 @@ func DomainUnicode(domain string) string {
 // NormalizeAddress; a quoted local part is split on its unquoted content
 // and quoted again when still needed.
 func RecipientCandidates(local, domain, delimiters string, catchAll bool) []string {
+	return recipientCandidates(local+"@"+domain, len(local), delimiters, catchAll)
+}
+
+// recipientCandidates is RecipientCandidates for the address already
+// joined, with the local part addr[:at]: the address is the first
+// candidate and its tail the catch-all, with no new strings.
+func recipientCandidates(addr string, at int, delimiters string, catchAll bool) []string {
+	local, atDomain := addr[:at], addr[at:]
 	n := 1
 	base := ""
 	if delimiters != "" {
@@ -368,12 +377,12 @@ func RecipientCandidates(local, domain, delimiters string, catchAll bool) []stri
 		n++
 	}
 	out := make([]string, 0, n)
-	out = append(out, local+"@"+domain)
+	out = append(out, addr)
 	if base != "" {
-		out = append(out, base+"@"+domain)
+		out = append(out, base+atDomain)
 	}
 	if catchAll {
-		out = append(out, "@"+domain)
+		out = append(out, atDomain)
 	}
 	return out
 }
@@ -392,10 +401,13 @@ func hostnameUsable(h string) bool {
 // from the client.
 func NormalizeHostname(h string) string {
 	h = strings.TrimSuffix(strings.TrimSpace(h), ".")
-	if !hostnameUsable(h) || len(h) > maxDomainLen {
+	if len(h) > maxDomainLen {
 		return ""
 	}
 	h = strings.ToLower(h)
+	if !hostnameUsable(h) {
+		return ""
+	}
 	// PTR names are ASCII (A-labels); anything else is not a hostname.
 	last := 0
 	label := 0

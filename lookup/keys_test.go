@@ -171,6 +171,7 @@ func TestHostCandidates(t *testing.T) {
 		{name: "bracketed hostname ignored", addr: "10.1.2.3", hostname: "[10.1.2.3]", wantName: "10.1.2.3",
 			want: []string{"10.1.2.3", "10.1.2", "10.1.2.0/24", "10.1", "10.1.0.0/16", "10", "10.0.0.0/8"}},
 		{name: "unknown ignored", addr: "10.1.2.3", hostname: "unknown", wantName: "10.1.2.3"},
+		{name: "Unknown. ignored", addr: "10.1.2.3", hostname: " Unknown. ", wantName: "10.1.2.3"},
 		{name: "numeric hostname ignored", addr: "10.1.2.3", hostname: "evil.1.2", wantName: "10.1.2.3"},
 		{name: "hostname with CRLF ignored", addr: "10.1.2.3", hostname: "a.example\r\nb", wantName: "10.1.2.3"},
 		{name: "hostname with space ignored", addr: "10.1.2.3", hostname: "a b.example", wantName: "10.1.2.3"},
