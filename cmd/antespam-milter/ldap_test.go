@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -81,5 +82,82 @@ timeout = "500ms"
 	got = lines(0, "-json", "rcpt", "alice@example.com")
 	if !strings.Contains(got[0], `"tier":"stale","stale":true`) {
 		t.Errorf("-json stale: %q", got[0])
+	}
+}
+
+// TestServeReloadMarksLRUStale: after SIGHUP the LRU asks the directory
+// again; with the directory down, a found answer still bridges the outage
+// and a not-found one is not served (451, never 550).
+func TestServeReloadMarksLRUStale(t *testing.T) {
+	slapd := testserver.StartSlapd(t, testserver.SlapdOptions{Entries: []testserver.Entry{
+		testserver.Person("alice", "alice@example.com"),
+	}})
+	cfg := filepath.Join(t.TempDir(), "ldap.toml")
+	listen := fmt.Sprintf("inet:%d@127.0.0.1", testserver.FreePort(t, "127.0.0.1"))
+	writeFile(t, cfg, fmt.Sprintf(`listen = %q
+source = "ldap"
+decision_timeout = "2s"
+[hosts]
+enabled = false
+[recipients]
+domains = ["example.com"]
+[cache]
+ttl = "1h"
+negative_ttl = "1h"
+[ldap]
+urls = [%q]
+base_dn = %q
+timeout = "500ms"
+`, listen, slapd.URL(), testserver.SlapdSuffix))
+	d := testserver.StartDaemon(t, cfg)
+
+	if got := rcpt(t, d, "alice@example.com"); got != "continue" {
+		t.Fatalf("alice: %q", got)
+	}
+	if got := rcpt(t, d, "bob@example.com"); got != defaultReject {
+		t.Fatalf("bob: %q", got)
+	}
+	searches := slapd.Searches()
+	// Within the TTL, the LRU answers.
+	rcpt(t, d, "alice@example.com")
+	rcpt(t, d, "bob@example.com")
+	if n := slapd.Searches(); n != searches {
+		t.Errorf("%d searches within the LRU's TTL, want none", n-searches)
+	}
+
+	// SIGHUP with the directory up: both are asked again.
+	reload(t, d, 1)
+	rcpt(t, d, "alice@example.com")
+	rcpt(t, d, "bob@example.com")
+	if n := slapd.Searches(); n != searches+2 {
+		t.Errorf("%d searches after SIGHUP, want 2", n-searches)
+	}
+
+	// SIGHUP with the directory down: alice bridges, bob tempfails.
+	slapd.Stop()
+	reload(t, d, 2)
+	if got := rcpt(t, d, "alice@example.com"); got != "continue" {
+		t.Errorf("alice with slapd down after SIGHUP: %q, want continue (stale)", got)
+	}
+	if got := rcpt(t, d, "bob@example.com"); got != "451 4.3.0 <bob@example.com>: Temporary lookup failure" {
+		t.Errorf("bob with slapd down after SIGHUP: %q, want 451", got)
+	}
+	if !strings.Contains(d.Output(), "rcpt=alice@example.com tier=lru stale=true") {
+		t.Errorf("no stale decision logged:\n%s", d.Output())
+	}
+}
+
+// reload sends SIGHUP and waits for the n-th "config reloaded".
+func reload(t *testing.T, d *testserver.Daemon, n int) {
+	t.Helper()
+	if err := d.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for strings.Count(d.Output(), "config reloaded") < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("reload %d not logged:\n%s", n, d.Output())
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
