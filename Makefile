@@ -47,6 +47,29 @@ staticcheck:
 fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 
+# Benchmarks (BENCHMARKS.md), not part of `make test`: `make bench` runs
+# them all (10-15 minutes, loopback only, everything stopped by PID) and
+# rewrites the tables in BENCHMARKS.md; each also runs on its own, e.g.
+# `make bench-ceiling BENCH_FLAGS='-rounds 5 -d 6s'`.
+BENCH_FLAGS ?=
+BENCHES := bench-micro bench-ceiling bench-memcache bench-ldap bench-coalesce bench-memory bench-postfix
+
+.PHONY: bench-build bench-deps $(BENCHES)
+
+bench-build: build
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/antespam-bench ./cmd/antespam-bench
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/antespam-noop ./bench/noop
+	$(GO) build -o bin/bench-run ./bench/run
+
+bench-deps:
+	bash bench/deps.sh
+
+bench: bench-deps bench-build
+	bin/bench-run $(BENCH_FLAGS) all
+
+$(BENCHES): bench-deps bench-build
+	bin/bench-run $(BENCH_FLAGS) $(@:bench-%=%)
+
 # Packages (packaging/nfpm.yaml, nfpm run as a Go tool): $(DIST)/*.deb and
 # $(DIST)/*.rpm, version $(VERSION), the same string the binary prints.
 # Generated files (man page, changelog.gz, README) go to $(DIST)/staging.
