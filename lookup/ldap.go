@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -62,7 +63,9 @@ type LDAPOptions struct {
 // times out is closed and redialled on its next use, trying the URLs in
 // order with a short backoff; a lookup that met an already broken
 // connection is retried once on a fresh one. A server that stops answering
-// gives an error within Timeout, never a miss.
+// gives an error within Timeout (a dial tries each URL for up to Timeout,
+// so a lookup that waits for a dial may take one Timeout per dead URL,
+// within its ctx), never a miss.
 type LDAP struct {
 	opts      LDAPOptions
 	log       *slog.Logger
@@ -184,6 +187,19 @@ func NewLDAP(opts LDAPOptions, log *slog.Logger) (*LDAP, error) {
 }
 
 func parseLDAPURL(raw string, startTLS bool, base *tls.Config) (*ldapURL, error) {
+	if rest, ok := strings.CutPrefix(raw, "ldapi://"); ok {
+		// The socket path is percent-encoded in the host part, which
+		// url.Parse refuses.
+		host, _, _ := strings.Cut(rest, "/")
+		path, err := url.PathUnescape(host)
+		if err != nil {
+			return nil, fmt.Errorf("ldap URL %q: %w", raw, err)
+		}
+		if path == "" {
+			path = "/var/run/slapd/ldapi"
+		}
+		return &ldapURL{raw: raw, scheme: "ldapi", network: "unix", addr: path}, nil
+	}
 	p, err := url.Parse(raw)
 	if err != nil {
 		return nil, fmt.Errorf("ldap URL %q: %w", raw, err)
@@ -201,16 +217,16 @@ func parseLDAPURL(raw string, startTLS bool, base *tls.Config) (*ldapURL, error)
 		if p.Hostname() == "" {
 			return nil, fmt.Errorf("ldap URL %q: no host", raw)
 		}
+		if strings.Contains(p.Hostname(), ":") && !strings.HasPrefix(p.Host, "[") {
+			return nil, fmt.Errorf("ldap URL %q: host:port is malformed (an IPv6 address goes in brackets)", raw)
+		}
+		if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+			return nil, fmt.Errorf("ldap URL %q: port %q is not a number", raw, port)
+		}
 		u.addr = net.JoinHostPort(p.Hostname(), port)
 		if p.Scheme == "ldaps" || startTLS {
 			u.tls = base.Clone()
 			u.tls.ServerName = p.Hostname()
-		}
-	case "ldapi":
-		u.network = "unix"
-		u.addr = p.Host
-		if u.addr == "" {
-			u.addr = "/var/run/slapd/ldapi"
 		}
 	default:
 		return nil, fmt.Errorf("ldap URL %q: scheme is not ldap, ldaps or ldapi", raw)
@@ -508,9 +524,6 @@ func (l *LDAP) dialSlot(s *ldapSlot, done chan struct{}) {
 		s.retryAt = time.Now().Add(backoff(s.failures, 100*time.Millisecond, 2*time.Second))
 		s.lastErr = err
 	} else {
-		if s.failures > 0 {
-			l.log.Info("ldap connection restored", "url", u.raw)
-		}
 		s.conn, s.url = c, u
 		s.failures, s.retryAt, s.lastErr = 0, time.Time{}, nil
 	}
@@ -544,11 +557,17 @@ func (l *LDAP) dialAny() (*ldap.Conn, *ldapURL, error) {
 	for _, u := range order {
 		c, err := l.dial(u)
 		if err == nil {
-			u.up()
+			if u.up() > 0 {
+				l.log.Info("ldap server answers again", "url", u.raw)
+			}
 			return c, u, nil
 		}
-		l.log.Warn("ldap connect failed", "url", u.raw, "err", err)
-		u.markDown()
+		// Warn once per outage of a URL; the retries go to debug.
+		if u.markDown() == 1 {
+			l.log.Warn("ldap connect failed", "url", u.raw, "err", err)
+		} else {
+			l.log.Debug("ldap connect failed again", "url", u.raw, "err", err)
+		}
 		errs = append(errs, err)
 		var le *ldap.Error
 		if errors.As(err, &le) && le.ResultCode < ldap.ErrorNetwork {
@@ -633,17 +652,22 @@ func (u *ldapURL) isDown(now time.Time) bool {
 	return now.Before(u.downUntil)
 }
 
-func (u *ldapURL) markDown() {
+// markDown records a failure of u and returns how many in a row.
+func (u *ldapURL) markDown() int {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.failures++
 	u.downUntil = time.Now().Add(backoff(u.failures, time.Second, 30*time.Second))
+	return u.failures
 }
 
-func (u *ldapURL) up() {
+// up records a success of u and returns the failures it ends.
+func (u *ldapURL) up() int {
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	n := u.failures
 	u.failures, u.downUntil = 0, time.Time{}
+	return n
 }
 
 // writeDeadlineConn bounds every write: go-ldap writes without a deadline,

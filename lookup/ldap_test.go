@@ -3,6 +3,7 @@ package lookup
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -222,6 +223,35 @@ func TestLDAPOptionsErrors(t *testing.T) {
 				t.Fatalf("NewLDAP: %v, want an error about %q", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestLDAPParseURL(t *testing.T) {
+	tests := []struct {
+		url, network, addr string
+		tls                bool
+	}{
+		{"ldap://127.0.0.1", "tcp", "127.0.0.1:389", false},
+		{"ldap://ldap.example.com:3389/", "tcp", "ldap.example.com:3389", false},
+		{"ldaps://ldap.example.com", "tcp", "ldap.example.com:636", true},
+		{"ldap://[::1]:3389", "tcp", "[::1]:3389", false},
+		{"ldapi://%2Frun%2Fslapd%2Fldapi", "unix", "/run/slapd/ldapi", false},
+		{"ldapi://", "unix", "/var/run/slapd/ldapi", false},
+	}
+	for _, tc := range tests {
+		u, err := parseLDAPURL(tc.url, false, &tls.Config{})
+		if err != nil {
+			t.Errorf("parseLDAPURL(%q): %v", tc.url, err)
+			continue
+		}
+		if u.network != tc.network || u.addr != tc.addr || (u.tls != nil) != tc.tls {
+			t.Errorf("parseLDAPURL(%q) = %s %s tls=%v; want %s %s tls=%v", tc.url, u.network, u.addr, u.tls != nil, tc.network, tc.addr, tc.tls)
+		}
+	}
+	for _, bad := range []string{"http://x", "ldap://", "ldap://host:port:1", "ldapi://%zz"} {
+		if _, err := parseLDAPURL(bad, false, &tls.Config{}); err == nil {
+			t.Errorf("parseLDAPURL(%q): nil error", bad)
+		}
 	}
 }
 
@@ -496,8 +526,8 @@ func TestLDAPPingAndClose(t *testing.T) {
 	}
 }
 
-// BenchmarkLDAPLookup: parallel lookups, half found, half not, against a
-// local slapd with 1000 people and its stats log off.
+// BenchmarkLDAPLookup: parallel lookups (two candidates each, half found,
+// half not) against a local slapd with 1000 people and its stats log off.
 func BenchmarkLDAPLookup(b *testing.B) {
 	entries := make([]testserver.Entry, 1000)
 	for i := range entries {
@@ -510,6 +540,8 @@ func BenchmarkLDAPLookup(b *testing.B) {
 	}
 	defer l.Close()
 	ctx := context.Background()
+	// Many lookups in flight, as in the daemon (64 goroutines on 2 CPUs).
+	b.SetParallelism(32)
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		i := 0
