@@ -51,7 +51,10 @@ type MemcacheOptions struct {
 	// Timeout bounds each memcached dial, read and write (default 100ms).
 	Timeout time.Duration
 	// MaxIdleConns is kept per server; set it near the expected number of
-	// concurrent lookups (default 64; the library's own default is 2).
+	// concurrent lookups (default 64; the library's own default is 2). It
+	// also caps the memcached requests in flight: the library opens a new
+	// connection whenever none is idle, without limit, and memcached
+	// refuses connections past its own limit (1024 by default).
 	MaxIdleConns int
 	// LockTimeout bounds how long a lookup waits for another daemon that
 	// holds the key's lock to publish its answer (default 2s).
@@ -99,7 +102,12 @@ type Memcache struct {
 	warn   warnLimiter
 	// downUntil (Unix nanoseconds) skips memcached after a failure.
 	downUntil atomic.Int64
+	// slots caps the requests in flight (MaxIdleConns).
+	slots chan struct{}
 }
+
+// errBusy is a request that found every slot taken for a whole Timeout.
+var errBusy = errors.New("memcache: every connection busy")
 
 var _ Source = (*Memcache)(nil)
 
@@ -149,7 +157,7 @@ func NewMemcache(next Source, servers []string, opts MemcacheOptions, log *slog.
 	c := memcache.NewFromSelector(&ss)
 	c.Timeout = opts.Timeout
 	c.MaxIdleConns = opts.MaxIdleConns
-	return &Memcache{next: next, client: c, opts: opts, log: log}, nil
+	return &Memcache{next: next, client: c, opts: opts, log: log, slots: make(chan struct{}, opts.MaxIdleConns)}, nil
 }
 
 // memcacheItem is a decoded value.
@@ -188,12 +196,14 @@ func (m *Memcache) Lookup(ctx context.Context, key Key) (Answer, error) {
 func (m *Memcache) fill(ctx context.Context, key Key, ik string) (Answer, error) {
 	lk := m.lockKey(key)
 	deadline := time.Now().Add(m.opts.LockTimeout)
-	var tick *time.Ticker
+	wait := m.opts.PollInterval
 	for {
 		if !m.up() {
 			return m.ask(ctx, key, ik, "")
 		}
-		err := m.client.Add(&memcache.Item{Key: lk, Value: []byte("1"), Expiration: expiration(m.opts.LockTTL)})
+		err := m.call(func() error {
+			return m.client.Add(&memcache.Item{Key: lk, Value: []byte("1"), Expiration: expiration(m.opts.LockTTL)})
+		})
 		switch {
 		case err == nil:
 			// Between our get and our add the previous holder may have
@@ -203,27 +213,46 @@ func (m *Memcache) fill(ctx context.Context, key Key, ik string) (Answer, error)
 				return Answer{Found: item.found, At: item.at, Tier: "memcache"}, nil
 			}
 			return m.ask(ctx, key, ik, lk)
+		case errors.Is(err, errBusy):
+			// This process is saturated: waiting for the holder (or the
+			// deadline) adds less load than asking the directory too.
+			m.fail("add", err)
 		case !errors.Is(err, memcache.ErrNotStored):
 			m.fail("add", err)
 			return m.ask(ctx, key, ik, "")
 		}
-		// Another daemon is asking: wait for its answer. If it fails it
-		// deletes the lock and the next add here succeeds.
-		if tick == nil {
-			tick = time.NewTicker(m.opts.PollInterval)
-			defer tick.Stop()
-		}
-		select {
-		case <-ctx.Done():
-			return Answer{}, fmt.Errorf("memcache: waiting for the answer to %q: %w", key.String(), ctx.Err())
-		case <-tick.C:
-		}
-		if item, ok := m.get(ik); ok && m.fresh(item) {
-			return Answer{Found: item.found, At: item.at, Tier: "memcache"}, nil
-		}
-		if time.Now().After(deadline) {
-			m.log.Debug("memcache: lock holder too slow, asking myself", "key", key.String())
-			return m.ask(ctx, key, ik, "")
+		// Another daemon is asking: poll for its answer and its lock in
+		// one request, backing off so that a crowd of waiters does not
+		// flood memcached. A released lock without a fresh answer means
+		// the holder failed: try to take over.
+		for locked := true; locked; {
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return Answer{}, fmt.Errorf("memcache: waiting for the answer to %q: %w", key.String(), ctx.Err())
+			case <-t.C:
+			}
+			wait = min(wait*3/2, 10*m.opts.PollInterval)
+			var items map[string]*memcache.Item
+			err := m.call(func() (err error) {
+				items, err = m.client.GetMulti([]string{ik, lk})
+				return err
+			})
+			if err != nil && !errors.Is(err, errBusy) {
+				m.fail("get", err)
+				return m.ask(ctx, key, ik, "")
+			}
+			if it := items[ik]; it != nil {
+				if item, ok := m.decode(ik, it.Value); ok && m.fresh(item) {
+					return Answer{Found: item.found, At: item.at, Tier: "memcache"}, nil
+				}
+			}
+			if time.Now().After(deadline) {
+				m.log.Debug("memcache: lock holder too slow, asking myself", "key", key.String())
+				return m.ask(ctx, key, ik, "")
+			}
+			locked = err != nil || items[lk] != nil
 		}
 	}
 }
@@ -254,7 +283,7 @@ func (m *Memcache) Purge(ctx context.Context, keys ...Key) error {
 			return fmt.Errorf("memcache purge: %w", err)
 		}
 		for _, mk := range []string{m.itemKey(k), m.lockKey(k)} {
-			if err := m.client.Delete(mk); err != nil && !errors.Is(err, memcache.ErrCacheMiss) {
+			if err := m.call(func() error { return m.client.Delete(mk) }); err != nil && !errors.Is(err, memcache.ErrCacheMiss) {
 				errs = append(errs, fmt.Errorf("memcache delete %q: %w", k.String(), err))
 			}
 		}
@@ -313,14 +342,23 @@ func safeKeyPart(s string) bool {
 }
 
 func (m *Memcache) get(ik string) (memcacheItem, bool) {
-	it, err := m.client.Get(ik)
+	var it *memcache.Item
+	err := m.call(func() (err error) {
+		it, err = m.client.Get(ik)
+		return err
+	})
 	if err != nil {
 		if !errors.Is(err, memcache.ErrCacheMiss) {
 			m.fail("get", err)
 		}
 		return memcacheItem{}, false
 	}
-	item, err := decodeMemcacheValue(it.Value)
+	return m.decode(ik, it.Value)
+}
+
+// decode reads a value; an unreadable one is counted, logged and a miss.
+func (m *Memcache) decode(ik string, v []byte) (memcacheItem, bool) {
+	item, err := decodeMemcacheValue(v)
 	if err != nil {
 		metrics.MemcacheErrors.WithLabelValues("decode").Inc()
 		if m.warn.allow(time.Now().UnixNano()) {
@@ -339,14 +377,15 @@ func (m *Memcache) set(ik string, ans Answer) {
 	if exp <= 0 {
 		return
 	}
-	err := m.client.Set(&memcache.Item{Key: ik, Value: encodeMemcacheValue(ans.Found, ans.At), Expiration: expiration(exp)})
+	item := &memcache.Item{Key: ik, Value: encodeMemcacheValue(ans.Found, ans.At), Expiration: expiration(exp)}
+	err := m.call(func() error { return m.client.Set(item) })
 	if err != nil {
 		m.fail("set", err)
 	}
 }
 
 func (m *Memcache) delete(k string) {
-	if err := m.client.Delete(k); err != nil && !errors.Is(err, memcache.ErrCacheMiss) {
+	if err := m.call(func() error { return m.client.Delete(k) }); err != nil && !errors.Is(err, memcache.ErrCacheMiss) {
 		m.fail("delete", err)
 	}
 }
@@ -359,6 +398,24 @@ func (m *Memcache) fresh(item memcacheItem) bool {
 	return m.opts.Now().Sub(item.at) < ttl
 }
 
+// call runs one memcached request in one of the request slots, waiting
+// at most Timeout for a slot.
+func (m *Memcache) call(req func() error) error {
+	select {
+	case m.slots <- struct{}{}:
+	default:
+		t := time.NewTimer(m.opts.Timeout)
+		select {
+		case m.slots <- struct{}{}:
+			t.Stop()
+		case <-t.C:
+			return errBusy
+		}
+	}
+	defer func() { <-m.slots }()
+	return req()
+}
+
 // up reports whether memcached is worth asking: not within Backoff of a
 // failure.
 func (m *Memcache) up() bool {
@@ -369,7 +426,9 @@ func (m *Memcache) up() bool {
 func (m *Memcache) fail(op string, err error) {
 	metrics.MemcacheErrors.WithLabelValues(op).Inc()
 	now := time.Now()
-	if m.opts.Backoff > 0 {
+	// Busy slots say this process is saturated, not that memcached is
+	// down: no backoff for those.
+	if m.opts.Backoff > 0 && !errors.Is(err, errBusy) {
 		m.downUntil.Store(now.Add(m.opts.Backoff).UnixNano())
 	}
 	if m.warn.allow(now.UnixNano()) {
