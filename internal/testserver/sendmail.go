@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -48,6 +49,7 @@ type Sendmail struct {
 	MC string
 
 	proc *Process
+	log  *syslogSink
 }
 
 // StartSendmail builds sendmail.cf with m4 from an .mc that includes
@@ -114,6 +116,10 @@ define(`+"`RELAY_MAILER_ARGS', `TCP $h %[4]s'"+`)dnl
 define(`+"`ESMTP_MAILER_ARGS', `TCP $h %[4]s'"+`)dnl
 define(`+"`confTO_IDENT', `0s'"+`)dnl
 define(`+"`confLOG_LEVEL', `12'"+`)dnl
+dnl Test machines run loaded: never refuse or queue for the load average.
+define(`+"`confREFUSE_LA', `10000'"+`)dnl
+define(`+"`confQUEUE_LA', `10000'"+`)dnl
+define(`+"`confDELAY_LA', `0'"+`)dnl
 FEATURE(`+"`no_default_msa'"+`)dnl
 FEATURE(`+"`nocanonify'"+`)dnl
 FEATURE(`+"`accept_unresolvable_domains'"+`)dnl
@@ -136,24 +142,82 @@ MAILER(`+"`smtp'"+`)dnl
 	}
 	writeMTAFile(t, filepath.Join(dir, "sendmail.cf"), string(cf))
 
+	// Sendmail logs only to syslog (/dev/log). In its mount namespace /dev
+	// is replaced by dir/dev: the few device nodes it needs, bound from the
+	// real /dev, and a datagram socket of the test's as /dev/log.
+	s.log = s.listenSyslog(t, filepath.Join(dir, "dev"))
 	// unshare without --fork execs: the PID the test starts becomes
 	// sendmail's, and its per-connection children share its group.
-	script := fmt.Sprintf("hostname %s && mount --bind %s /etc/hosts && exec %s -bD -C %s",
-		SendmailHostname, filepath.Join(dir, "hosts"), bin, filepath.Join(dir, "sendmail.cf"))
+	script := fmt.Sprintf(`set -e
+hostname %[1]s
+mount --bind %[2]s/hosts /etc/hosts
+for n in null zero random urandom; do touch %[2]s/dev/$n; mount --bind /dev/$n %[2]s/dev/$n; done
+ln -s /proc/self/fd %[2]s/dev/fd
+ln -s /proc/self/fd/0 %[2]s/dev/stdin
+ln -s /proc/self/fd/1 %[2]s/dev/stdout
+ln -s /proc/self/fd/2 %[2]s/dev/stderr
+mount --rbind %[2]s/dev /dev
+exec %[3]s -bD -C %[2]s/sendmail.cf`, SendmailHostname, dir, bin)
 	s.proc = Start(t, exec.Command(unshare, "--uts", "--mount", "/bin/sh", "-c", script), filepath.Join(dir, "sendmail.out"))
 	for _, a := range []string{s.Addr, s.Addr6} {
 		if a == "" {
 			continue
 		}
 		if err := WaitTCP(a, 15*time.Second); err != nil {
-			t.Fatalf("sendmail: %v\n%s", err, s.proc.Output())
+			t.Fatalf("sendmail: %v\n%s\nlog:\n%s", err, s.proc.Output(), s.Log())
 		}
 	}
 	return s
 }
 
-// Output is what sendmail wrote to stdout and stderr (it logs to
-// syslog, which the test does not run).
+// syslogSink collects what Sendmail sends to /dev/log.
+type syslogSink struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+// listenSyslog makes devDir with a datagram socket "log" in it, and keeps
+// every message it receives until the test ends.
+func (s *Sendmail) listenSyslog(t testing.TB, devDir string) *syslogSink {
+	t.Helper()
+	if err := os.Mkdir(devDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: filepath.Join(devDir, "log"), Net: "unixgram"})
+	if err != nil {
+		t.Fatalf("sendmail syslog socket: %v", err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	l := &syslogSink{}
+	go func() {
+		buf := make([]byte, 64*1024)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				return
+			}
+			// "<PRI>Mon DD HH:MM:SS tag[pid]: text": keep from the date.
+			line := strings.TrimRight(string(buf[:n]), "\n\x00")
+			if i := strings.IndexByte(line, '>'); strings.HasPrefix(line, "<") && i > 0 {
+				line = line[i+1:]
+			}
+			l.mu.Lock()
+			l.lines = append(l.lines, line)
+			l.mu.Unlock()
+		}
+	}()
+	return l
+}
+
+// Log is what Sendmail has logged so far, one line per syslog message.
+func (s *Sendmail) Log() string {
+	s.log.mu.Lock()
+	defer s.log.mu.Unlock()
+	return strings.Join(s.log.lines, "\n")
+}
+
+// Output is what sendmail wrote to stdout and stderr (little: it logs
+// to syslog, see Log).
 func (s *Sendmail) Output() string { return s.proc.Output() }
 
 // Stop stops sendmail and its children (by PID and process group).
