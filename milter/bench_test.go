@@ -1,0 +1,73 @@
+package milter
+
+import (
+	"testing"
+
+	gomilter "github.com/emersion/go-milter"
+)
+
+// BenchmarkRcptDecision: one RCPT round trip over loopback on an open
+// session, the Checker answering from a map (as from an LRU hit); half
+// the recipients exist, half get a 550.
+func BenchmarkRcptDecision(b *testing.B) {
+	src := newMapSource("known@example.org")
+	_, addr := startServer(b, newPolicy(b, src, testConfig(), discard()), ServerOptions{MaxSessions: 100}, discard())
+	s := dial(b, "tcp", addr)
+	must(b)(s.Conn("h", gomilter.FamilyInet, 25, "10.0.0.1"))
+	must(b)(s.Mail("a@b.test", nil))
+	rcpts := []string{"known@example.org", "unknown@example.org"}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if _, err := s.Rcpt(rcpts[i&1], nil); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}
+
+// BenchmarkSession: a whole MTA session per op, on a fresh connection:
+// negotiate, connect (host lookup), MAIL, 3 RCPT, close; one at a time.
+func BenchmarkSession(b *testing.B) {
+	client := benchServer(b)
+	b.ReportAllocs()
+	for b.Loop() {
+		benchSession(b, client)
+	}
+}
+
+// BenchmarkSessionParallel: the same with GOMAXPROCS clients at once.
+func BenchmarkSessionParallel(b *testing.B) {
+	client := benchServer(b)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			benchSession(b, client)
+		}
+	})
+}
+
+func benchServer(b *testing.B) *gomilter.Client {
+	src := newMapSource("known@example.org", "192.0.2.66")
+	_, addr := startServer(b, newPolicy(b, src, testConfig(), discard()), ServerOptions{MaxSessions: 1000}, discard())
+	return gomilter.NewClientWithOptions("tcp", addr, clientOpts)
+}
+
+func benchSession(b *testing.B, client *gomilter.Client) {
+	s, err := client.Session()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Conn("mx.test", gomilter.FamilyInet, 25, "198.51.100.1"); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := s.Mail("a@b.test", nil); err != nil {
+		b.Fatal(err)
+	}
+	for _, r := range []string{"known@example.org", "unknown@example.org", "known+x@example.org"} {
+		if _, err := s.Rcpt(r, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
