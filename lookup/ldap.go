@@ -236,8 +236,11 @@ func parseLDAPURL(raw string, startTLS bool, base *tls.Config) (*ldapURL, error)
 
 // Lookup searches once for all of key's candidates.
 func (l *LDAP) Lookup(ctx context.Context, key Key) (Answer, error) {
-	tmpl := l.opts.RecipientFilter
-	if key.Kind == Host {
+	var tmpl string
+	switch key.Kind {
+	case Recipient:
+		tmpl = l.opts.RecipientFilter
+	case Host:
 		tmpl = l.opts.HostFilter
 	}
 	if tmpl == "" {

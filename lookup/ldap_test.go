@@ -13,7 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/antespam/antespam-milter/internal/testserver"
+	"github.com/antespam/antespam-milter/metrics"
 )
 
 // ldapEntries is the directory most LDAP tests search.
@@ -55,6 +59,19 @@ func newTestLDAP(t *testing.T, opts LDAPOptions, log *slog.Logger) *LDAP {
 	}
 	t.Cleanup(func() { l.Close() })
 	return l
+}
+
+// metricValue reads a counter or gauge.
+func metricValue(t *testing.T, m prometheus.Metric) float64 {
+	t.Helper()
+	var d dto.Metric
+	if err := m.Write(&d); err != nil {
+		t.Fatalf("read metric: %v", err)
+	}
+	if d.Counter != nil {
+		return d.Counter.GetValue()
+	}
+	return d.Gauge.GetValue()
 }
 
 func ldapRcpt(candidates ...string) Key {
@@ -299,6 +316,10 @@ func TestLDAPOutageAndRecovery(t *testing.T) {
 	if !mustLookup(t, l, alice).Found {
 		t.Fatal("alice not found before the outage")
 	}
+	errorsBefore := metricValue(t, metrics.DirectoryErrors.WithLabelValues("ldap"))
+	if up := metricValue(t, metrics.DirectoryUp); up != 1 {
+		t.Errorf("DirectoryUp = %v after a lookup, want 1", up)
+	}
 	s.Stop()
 	for _, key := range []Key{alice, ldapRcpt("nobody@example.com"), ldapHost("192.0.2.1")} {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -310,6 +331,10 @@ func TestLDAPOutageAndRecovery(t *testing.T) {
 	}
 	if err := l.Ping(context.Background()); err == nil {
 		t.Error("Ping with slapd stopped: nil error")
+	}
+	// Other tests may run in parallel: at least our three errors.
+	if got := metricValue(t, metrics.DirectoryErrors.WithLabelValues("ldap")) - errorsBefore; got < 3 {
+		t.Errorf("DirectoryErrors rose by %v, want at least 3", got)
 	}
 	s.Start()
 	waitFound(t, l, alice, 10*time.Second)
