@@ -24,7 +24,7 @@ func FuzzNormalizeAddress(f *testing.F) {
 		"ÉLODIE@bücher.example", "u@xn--bcher-kva.example", "<@a.example,@b.example:u@c.example>",
 		"u@[192.0.2.1]", "u@[IPv6:2001:db8::1]", "<>", "", "a@b@c.example", "x\r\n@example.com",
 		"a\x00@example.com", "\xff@example.com", strings.Repeat("a", 300) + "@example.com",
-		"K@example.com", "İ@example.com", "john..doe@example.com", `"a@b+x"@example.com`,
+		"K@example.com", "İ@example.com", strings.Repeat("Ⱥ", 100) + "@example.com", "john..doe@example.com", `"a@b+x"@example.com`,
 	} {
 		f.Add(s, true, "+-")
 		f.Add(s, false, "+")
@@ -56,13 +56,13 @@ func FuzzNormalizeAddress(f *testing.F) {
 		}
 		if fold {
 			// Folding a case-preserved result gives the folded result.
-			lk, dk, err := NormalizeAddress(addr, false)
-			if err != nil {
-				t.Fatalf("accepted with folding, refused without: %v", err)
-			}
-			l3, d3, err := NormalizeAddress(lk+"@"+dk, true)
-			if err != nil || l3 != local || d3 != domain {
-				t.Fatalf("fold after = %q, %q, %v; fold at once = %q, %q", l3, d3, err, local, domain)
+			// (Folding can shorten a local part under the length bound,
+			// so the case-preserved form may be refused.)
+			if lk, dk, err := NormalizeAddress(addr, false); err == nil {
+				l3, d3, err := NormalizeAddress(lk+"@"+dk, true)
+				if err != nil || l3 != local || d3 != domain {
+					t.Fatalf("fold after = %q, %q, %v; fold at once = %q, %q", l3, d3, err, local, domain)
+				}
 			}
 		}
 		if strings.ContainsAny(delims, "@\"\\") || badKeyText(delims) {

@@ -104,11 +104,13 @@ func NormalizeAddress(addr string, caseFoldLocal bool) (local, domain string, er
 	if content == "" {
 		return "", "", badAddress("empty local part")
 	}
-	if len(content) > maxLocalLen {
-		return "", "", badAddress("local part longer than %d bytes", maxLocalLen)
-	}
 	if caseFoldLocal {
 		content = strings.ToLower(content)
+	}
+	// Checked after folding, which can change the length (U+023A is two
+	// bytes, its lower case three), so the result passes again.
+	if len(content) > maxLocalLen {
+		return "", "", badAddress("local part longer than %d bytes", maxLocalLen)
 	}
 	// Quotes are kept only where needed, so that "john.doe"@x and
 	// john.doe@x are one key.

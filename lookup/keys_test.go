@@ -57,6 +57,7 @@ func TestNormalizeAddress(t *testing.T) {
 		{name: "unterminated quote", in: `"john@example.com`, wantErrText: "unterminated"},
 		{name: "junk after quote", in: `"john"x@example.com`, wantErrText: "no @ after"},
 		{name: "300-byte local", in: strings.Repeat("a", 300) + "@example.com", wantErrText: "local part longer"},
+		{name: "folding makes it too long", in: strings.Repeat("Ⱥ", 100) + "@example.com", fold: true, wantErrText: "local part longer"},
 		{name: "600 bytes", in: strings.Repeat("a", 590) + "@example.com", wantErrText: "longer than 512"},
 		{name: "long label", in: "a@" + strings.Repeat("b", 64) + ".com", wantErrText: "label longer"},
 		{name: "bad domain char", in: "a@exa mple.com", wantErrText: "domain holds"},
