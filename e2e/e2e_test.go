@@ -1,6 +1,7 @@
 // Package e2e_test proves antespam-milter with a real Postfix and a real
 // Sendmail, driven over SMTP from chosen loopback addresses: the daemon
-// built from the tree, a real slapd with the test directory below, and
+// built from the tree, a real slapd with the test directory below, a real
+// memcached, and
 // each MTA configured with the README's own snippets
 // (examples/postfix-main.cf.snippet, examples/sendmail.mc.snippet).
 // Accepted mail is relayed to an SMTP sink in the test, so "delivered to
@@ -43,13 +44,14 @@ func directory() []testserver.Entry {
 	}
 }
 
-// env is one MTA with its own daemon, slapd and sink.
+// env is one MTA with its own daemon, slapd, memcached and sink.
 type env struct {
 	mta       string // "postfix" or "sendmail"
 	addr      string // SMTP listener, milter over inet
 	addr6     string // SMTP listener on [::1], same milter
 	sink      *sink
 	slapd     *testserver.Slapd
+	memcached *testserver.Memcached
 	daemon    *testserver.Daemon
 	daemonCfg string
 	// mtaLog is the MTA's log so far; nil when it has none (Sendmail
@@ -66,7 +68,7 @@ func id(t *testing.T) string {
 
 // writeDaemonConfig writes a daemon config listening on listen, reading
 // slapd, and returns its path.
-func writeDaemonConfig(t *testing.T, dir, name, listen string, slapd *testserver.Slapd) string {
+func writeDaemonConfig(t *testing.T, dir, name, listen string, slapd *testserver.Slapd, memcached *testserver.Memcached) string {
 	t.Helper()
 	cfg := fmt.Sprintf(`# e2e daemon config
 listen = %q
@@ -87,7 +89,10 @@ urls = [%q]
 base_dn = %q
 timeout = "1s"
 connections = 1
-`, listen, clientTrusted, slapd.URL(), testserver.SlapdSuffix)
+
+[memcache]
+servers = [%q]
+`, listen, clientTrusted, slapd.URL(), testserver.SlapdSuffix, memcached.Addr())
 	path := filepath.Join(dir, name)
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -123,8 +128,9 @@ func newEnv(t *testing.T, mta string) *env {
 	t.Helper()
 	e := &env{mta: mta, sink: startSink(t)}
 	e.slapd = testserver.StartSlapd(t, testserver.SlapdOptions{Entries: directory()})
+	e.memcached = testserver.StartMemcached(t)
 	port := testserver.FreePort(t, "127.0.0.1")
-	e.daemonCfg = writeDaemonConfig(t, t.TempDir(), "inet.toml", "inet:"+strconv.Itoa(port)+"@127.0.0.1", e.slapd)
+	e.daemonCfg = writeDaemonConfig(t, t.TempDir(), "inet.toml", "inet:"+strconv.Itoa(port)+"@127.0.0.1", e.slapd, e.memcached)
 	e.daemon = testserver.StartDaemon(t, e.daemonCfg)
 	return e
 }
@@ -148,7 +154,7 @@ func TestPostfix(t *testing.T) {
 		t.Fatal(err)
 	}
 	sock := filepath.Join(sockDir, "milter.sock")
-	unixCfg := writeDaemonConfig(t, t.TempDir(), "unix.toml", "unix:"+sock, e.slapd)
+	unixCfg := writeDaemonConfig(t, t.TempDir(), "unix.toml", "unix:"+sock, e.slapd, e.memcached)
 	testserver.StartDaemon(t, unixCfg)
 
 	_, inetAddr, _ := testserver.DialSpec(readListen(t, e.daemonCfg))
@@ -159,7 +165,11 @@ func TestPostfix(t *testing.T) {
 		IPv6:      true,
 	})
 	e.addr, e.addr6, e.mtaLog = pf.Listeners[0], pf.Listeners6[0], pf.Log
-	t.Logf("postfix main.cf:\n%s", pf.MainCF)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("postfix main.cf:\n%s", pf.MainCF)
+		}
+	})
 
 	runCases(t, e, replies{
 		greeting:      "220 mx.test.example ESMTP",
@@ -372,10 +382,13 @@ func runCases(t *testing.T, e *env, r replies) {
 	t.Run("SIGHUP during a session", func(t *testing.T) {
 		c := session(t, e.addr, clientPlain, r)
 		c.expect(r.rcptOK("alice@example.com"), "RCPT TO:<alice@example.com>")
+		reloads := strings.Count(e.daemon.Output(), "config reloaded")
 		if err := e.daemon.Signal(syscall.SIGHUP); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(500 * time.Millisecond)
+		if !waitFor(10*time.Second, func() bool { return strings.Count(e.daemon.Output(), "config reloaded") > reloads }) {
+			t.Fatalf("no \"config reloaded\" in the daemon's log after SIGHUP:\n%s", e.daemon.Output())
+		}
 		if e.daemon.Exited() {
 			t.Fatalf("the daemon exited on SIGHUP:\n%s", e.daemon.Output())
 		}
