@@ -169,6 +169,30 @@ func TestCheckFileSource(t *testing.T) {
 	}
 }
 
+// TestCheckExampleConfig: the config make run uses works as shipped
+// (paths relative to the repository root, where make runs).
+func TestCheckExampleConfig(t *testing.T) {
+	const cfg = "examples/antespam-milter.toml"
+	if out, stderr, code := runBin(t, "config-test", "-config", cfg); code != 0 {
+		t.Fatalf("config-test %s: exit %d, %q %q", cfg, code, out, stderr)
+	}
+	out, stderr, code := runBin(t, "check", "-config", cfg, "rcpt", "alice@example.com", "alice+news@example.com", "nobody@example.com")
+	want := []string{"accept\talice@example.com\t-\tfile\t", "accept\talice+news@example.com\t-\tfile\t",
+		"reject\tnobody@example.com\t550 5.1.1 <nobody@example.com>: Recipient address rejected: User unknown\tfile\t"}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if code != 1 || len(lines) != len(want) {
+		t.Fatalf("check: exit %d, stdout %q, stderr %q", code, out, stderr)
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(lines[i], w) {
+			t.Errorf("line %q, want prefix %q", lines[i], w)
+		}
+	}
+	if out, _, code := runBin(t, "check", "-config", cfg, "host", "192.0.2.1", "mx.bad.example"); code != 1 || !strings.HasPrefix(out, "reject\t") {
+		t.Errorf("listed host: exit %d, %q", code, out)
+	}
+}
+
 // TestCheckTempfail: a directory that cannot be reached tempfails a
 // recipient (exit 3) and, by default, accepts a host.
 func TestCheckTempfail(t *testing.T) {

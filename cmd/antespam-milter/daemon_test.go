@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -126,7 +127,7 @@ func TestServeSIGTERMUnderLoad(t *testing.T) {
 	f := newFixture(t, "")
 	sock := filepath.Join(f.dir, "milter.sock")
 	f.listen = "unix:" + sock
-	f.write(t, "")
+	f.write(t, `log_format = "json"`)
 	d := testserver.StartDaemon(t, f.config)
 
 	const n = 40
@@ -216,6 +217,22 @@ func TestServeSIGTERMUnderLoad(t *testing.T) {
 	}
 	if _, err := net.Dial("unix", sock); err == nil {
 		t.Error("the socket still accepts connections")
+	}
+
+	// log_format = "json": every line is a JSON object; one per decision.
+	decisions := 0
+	for _, line := range strings.Split(strings.TrimSpace(d.Output()), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Errorf("log line is not JSON: %q", line)
+			continue
+		}
+		if m["msg"] == "decision" && m["stage"] == "rcpt" {
+			decisions++
+		}
+	}
+	if decisions != 2*n {
+		t.Errorf("%d rcpt decisions logged, want %d", decisions, 2*n)
 	}
 }
 
