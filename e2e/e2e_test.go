@@ -1,8 +1,7 @@
 // Package e2e_test proves antespam-milter with a real Postfix and a real
 // Sendmail, driven over SMTP from chosen loopback addresses: the daemon
-// built from the tree, a real slapd with the test directory below, a real
-// memcached, and
-// each MTA configured with the README's own snippets
+// built from the tree, a real slapd with the test directory below and a
+// real memcached, and each MTA configured with the README's own snippets
 // (examples/postfix-main.cf.snippet, examples/sendmail.mc.snippet).
 // Accepted mail is relayed to an SMTP sink in the test, so "delivered to
 // the accepted recipients only" is checked on the envelope.
@@ -105,23 +104,9 @@ func snippet(t *testing.T, name string) string {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(testserver.RepoRoot(t), "examples", name))
 	if err != nil {
-		// TODO(e2e): remove once examples/ has landed.
-		t.Logf("the README's MTA snippet: %v; using a stand-in", err)
-		return devSnippets[name]
+		t.Fatalf("the README's MTA snippet: %v", err)
 	}
 	return string(b)
-}
-
-var devSnippets = map[string]string{
-	"postfix-main.cf.snippet": `smtpd_milters = inet:127.0.0.1:8890
-milter_default_action = tempfail
-milter_connect_macros = j {daemon_name} {client_addr} {client_name} v
-milter_mail_macros = i {auth_authen} {mail_addr}
-milter_rcpt_macros = i {rcpt_addr}
-milter_connect_timeout = 10s
-milter_command_timeout = 10s
-`,
-	"sendmail.mc.snippet": "INPUT_MAIL_FILTER(`antespam', `S=inet:8890@127.0.0.1, F=T, T=C:10s;S:10s;R:10s;E:5m')dnl\n",
 }
 
 func newEnv(t *testing.T, mta string) *env {
