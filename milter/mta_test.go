@@ -1,0 +1,144 @@
+package milter
+
+import (
+	"errors"
+	"net"
+	"net/smtp"
+	"net/textproto"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/antespam/antespam-milter/config"
+	"github.com/antespam/antespam-milter/internal/testserver"
+)
+
+// smtpRcpts runs EHLO, MAIL and one RCPT per address against an MTA and
+// returns each RCPT's reply as "CODE text".
+func smtpRcpts(t *testing.T, addr string, rcpts ...string) []string {
+	t.Helper()
+	c, err := smtp.Dial(addr)
+	if err != nil {
+		t.Fatalf("smtp dial %s: %v", addr, err)
+	}
+	defer c.Close()
+	if err := c.Hello("client.test"); err != nil {
+		t.Fatalf("EHLO: %v", err)
+	}
+	if err := c.Mail("sender@client.test"); err != nil {
+		t.Fatalf("MAIL: %v", err)
+	}
+	var out []string
+	for _, r := range rcpts {
+		err := c.Rcpt(r)
+		var te *textproto.Error
+		switch {
+		case err == nil:
+			out = append(out, "250")
+		case errors.As(err, &te):
+			out = append(out, strconv.Itoa(te.Code)+" "+te.Msg)
+		default:
+			t.Fatalf("RCPT %s: %v", r, err)
+		}
+	}
+	c.Quit()
+	return out
+}
+
+// smtpGreeting returns the first reply an MTA gives a new client.
+func smtpGreeting(t *testing.T, addr string) string {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(15 * time.Second))
+	tc := textproto.NewConn(c)
+	code, greet, err := tc.ReadResponse(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strconv.Itoa(code) + " " + greet
+}
+
+func mtaPolicy(t *testing.T, listed ...string) *Policy {
+	src := newMapSource(append([]string{"known@example.org"}, listed...)...)
+	return newPolicy(t, src, testConfig(func(c *config.Config) {
+		c.TrustedNetworks, c.TrustedPrefixes = nil, nil
+	}), nil)
+}
+
+func readSnippet(t *testing.T, name string) string {
+	b, err := os.ReadFile(filepath.Join(testserver.RepoRoot(t), "examples", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// TestPostfix: a real Postfix 3.7 negotiates with the milter, shows the
+// RCPT replies as they are (with % unescaped) and refuses a listed client.
+func TestPostfix(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short")
+	}
+	srv, addr := startServer(t, mtaPolicy(t), ServerOptions{}, discard())
+	pf := testserver.StartPostfix(t, testserver.PostfixOptions{
+		Snippet:   readSnippet(t, "postfix-main.cf.snippet"),
+		Milters:   []string{"inet:" + addr},
+		RelayHost: "127.0.0.5:2525",
+		IPv6:      true,
+	})
+	got := smtpRcpts(t, pf.Listeners[0], "unknown@example.org", "known@example.org", "100%x@example.org", "someone@else.test")
+	want := []string{
+		"550 5.1.1 <unknown@example.org>: Recipient address rejected: User unknown",
+		"250",
+		"550 5.1.1 <100%x@example.org>: Recipient address rejected: User unknown",
+		"250",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("Postfix RCPT replies:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+
+	for _, l := range []struct{ listed, addr string }{{"127.0.0.1", pf.Listeners[0]}, {"::1", pf.Listeners6[0]}} {
+		srv.SetPolicy(mtaPolicy(t, l.listed))
+		if g := smtpGreeting(t, l.addr); !strings.HasPrefix(g, "554") {
+			t.Errorf("Postfix with %s listed: %q, want a 554", l.listed, g)
+		}
+	}
+}
+
+// TestSendmail: the same with a real Sendmail 8.17.
+func TestSendmail(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short")
+	}
+	srv, addr := startServer(t, mtaPolicy(t), ServerOptions{}, discard())
+	_, port, _ := net.SplitHostPort(addr)
+	sm := testserver.StartSendmail(t, testserver.SendmailOptions{
+		Snippet:   readSnippet(t, "sendmail.mc.snippet"),
+		Milter:    "inet:" + port + "@127.0.0.1",
+		RelayHost: "127.0.0.5:2525",
+		IPv6:      true,
+	})
+	got := smtpRcpts(t, sm.Addr, "unknown@example.org", "known@example.org", "100%x@example.org")
+	for i, want := range []string{"550 5.1.1 ", "250", "550 5.1.1 "} {
+		if i >= len(got) || !strings.HasPrefix(got[i], want) {
+			t.Errorf("Sendmail RCPT replies %q, want %q at %d", got, want, i)
+		}
+	}
+	if len(got) == 3 && (!strings.Contains(got[0], "<unknown@example.org>: Recipient address rejected: User unknown") ||
+		!strings.Contains(got[2], "<100%x@example.org>: Recipient address rejected")) {
+		t.Errorf("Sendmail RCPT texts: %q", got)
+	}
+	for _, l := range []struct{ listed, addr string }{{"127.0.0.1", sm.Addr}, {"::1", sm.Addr6}} {
+		srv.SetPolicy(mtaPolicy(t, l.listed))
+		if g := smtpGreeting(t, l.addr); !strings.HasPrefix(g, "554") {
+			t.Errorf("Sendmail with %s listed: %q, want a 554", l.listed, g)
+		}
+	}
+}
