@@ -104,24 +104,25 @@ func (d *server) run(ctx context.Context, cfg *config.Config, hup <-chan os.Sign
 		"source", cfg.Source, "mode", cfg.Mode, "config", cfg.Path, "metrics_listen", cfg.MetricsListen)
 	notify(log, daemon.SdNotifyReady)
 
+	// From here on d.log, which a reload may replace.
 	status := exitOK
 loop:
 	for {
 		select {
 		case <-ctx.Done():
-			log.Info("stopping: signal received", "shutdown_timeout", d.cfg.ShutdownTimeout)
+			d.log.Info("stopping: signal received", "shutdown_timeout", d.cfg.ShutdownTimeout)
 			break loop
 		case err := <-served:
-			log.Error("milter server failed", "err", err)
+			d.log.Error("milter server failed", "err", err)
 			status = exitFailure
 			break loop
 		case <-hup:
 			d.reload()
 		}
 	}
-	notify(log, daemon.SdNotifyStopping)
+	notify(d.log, daemon.SdNotifyStopping)
 	d.shutdown()
-	log.Info("antespam-milter stopped")
+	d.log.Info("antespam-milter stopped")
 	return status
 }
 
