@@ -517,11 +517,13 @@ func (l *LDAP) conn(ctx context.Context, s *ldapSlot) (*ldap.Conn, *ldapURL, err
 // one lookup so that a cancelled caller does not waste the dial.
 func (l *LDAP) dialSlot(s *ldapSlot, done chan struct{}) {
 	c, u, err := l.dialAny()
-	if err == nil && l.closed.Load() {
-		c.Close()
-		c, err = nil, errLDAPClosed
-	}
 	s.mu.Lock()
+	// Close sets closed before it takes each slot's lock: checked here,
+	// under the lock, no connection outlives Close.
+	var late *ldap.Conn
+	if err == nil && l.closed.Load() {
+		late, c, err = c, nil, errLDAPClosed
+	}
 	if err != nil {
 		s.failures++
 		s.retryAt = time.Now().Add(backoff(s.failures, 100*time.Millisecond, 2*time.Second))
@@ -533,6 +535,9 @@ func (l *LDAP) dialSlot(s *ldapSlot, done chan struct{}) {
 	s.dialing = nil
 	s.mu.Unlock()
 	close(done)
+	if late != nil {
+		late.Close()
+	}
 }
 
 func backoff(failures int, base, max time.Duration) time.Duration {
