@@ -196,6 +196,13 @@ func (m *Memcache) Lookup(ctx context.Context, key Key) (Answer, error) {
 func (m *Memcache) fill(ctx context.Context, key Key, ik string) (Answer, error) {
 	lk := m.lockKey(key)
 	deadline := time.Now().Add(m.opts.LockTimeout)
+	// Leave half of the caller's time to ask the directory ourselves if
+	// the holder never answers.
+	if d, ok := ctx.Deadline(); ok {
+		if half := time.Now().Add(time.Until(d) / 2); half.Before(deadline) {
+			deadline = half
+		}
+	}
 	wait := m.opts.PollInterval
 	for {
 		if !m.up() {

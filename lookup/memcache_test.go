@@ -509,3 +509,69 @@ func BenchmarkMemcacheHit(b *testing.B) {
 		}
 	})
 }
+
+// TestMemcacheStuckLock: a daemon that died holding a key's lock delays
+// the others by at most LockTimeout, or half their own deadline.
+func TestMemcacheStuckLock(t *testing.T) {
+	server := testserver.StartMemcached(t)
+	raw := memcache.New(server.Addr())
+	tests := []struct {
+		name        string
+		lockTimeout time.Duration
+		ctxTimeout  time.Duration
+	}{
+		{"lock timeout", 100 * time.Millisecond, 0},
+		{"caller deadline", time.Minute, 500 * time.Millisecond},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			opts := testMemcacheOptions()
+			opts.LockTimeout = tt.lockTimeout
+			d := newMemcacheDaemon(t, server.Addr(), directory(nil, "a@example.com"), opts)
+			k := rcptKey(fmt.Sprintf("a%d@example.com", i))
+			d.sw.next.(mapSource).names[k.Name] = true
+			if err := raw.Add(&memcache.Item{Key: d.mc.lockKey(k), Value: []byte("1"), Expiration: 60}); err != nil {
+				t.Fatal(err)
+			}
+			ctx := context.Background()
+			if tt.ctxTimeout > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, tt.ctxTimeout)
+				defer cancel()
+			}
+			ans, err := d.mc.Lookup(ctx, k)
+			if err != nil || !ans.Found || ans.Tier != "map" {
+				t.Fatalf("lookup = %+v, %v; want found from the directory", ans, err)
+			}
+		})
+	}
+}
+
+// TestMemcacheReleasedLockIsTakenOver: a holder that failed (lock gone,
+// no answer) is replaced by a waiter at once, not after LockTimeout.
+func TestMemcacheReleasedLockIsTakenOver(t *testing.T) {
+	server := testserver.StartMemcached(t)
+	raw := memcache.New(server.Addr())
+	opts := testMemcacheOptions()
+	opts.LockTimeout = time.Hour // a test that waits for it times out
+	d := newMemcacheDaemon(t, server.Addr(), directory(nil, "a@example.com"), opts)
+	k := rcptKey("a@example.com")
+	if err := raw.Add(&memcache.Item{Key: d.mc.lockKey(k), Value: []byte("1"), Expiration: 60}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		ans, err := d.mc.Lookup(context.Background(), k)
+		if err == nil && (!ans.Found || ans.Tier != "map") {
+			err = fmt.Errorf("answer %+v, want found from the directory", ans)
+		}
+		done <- err
+	}()
+	time.Sleep(20 * time.Millisecond) // let it start waiting
+	if err := raw.Delete(d.mc.lockKey(k)); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
