@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -402,6 +403,44 @@ func TestLDAPFrozenServer(t *testing.T) {
 
 	s.Thaw()
 	waitFound(t, l, alice, 10*time.Second)
+}
+
+// Outages and Close leave no goroutine behind (each go-ldap connection
+// runs two).
+func TestLDAPNoGoroutineLeak(t *testing.T) {
+	s := startLDAPDirectory(t, false)
+	before := runtime.NumGoroutine()
+	opts := ldapOptions(s.URL())
+	opts.Timeout = 300 * time.Millisecond
+	l, err := NewLDAP(opts, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice := ldapRcpt("alice@example.com")
+	var wg sync.WaitGroup
+	for range 100 {
+		wg.Go(func() { _, _ = l.Lookup(context.Background(), alice) })
+	}
+	wg.Wait()
+	s.Freeze()
+	for range 10 {
+		_, _ = l.Lookup(context.Background(), alice)
+	}
+	s.Thaw()
+	waitFound(t, l, alice, 10*time.Second)
+	s.Stop()
+	_, _ = l.Lookup(context.Background(), alice)
+	s.Start()
+	waitFound(t, l, alice, 10*time.Second)
+	l.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		buf := make([]byte, 1<<20)
+		t.Fatalf("%d goroutines after Close, %d before NewLDAP:\n%s", n, before, buf[:runtime.Stack(buf, true)])
+	}
 }
 
 // 500 concurrent lookups on one connection stay under slapd's limit of 100
