@@ -8,6 +8,7 @@ import (
 	"log"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -79,10 +80,17 @@ func FuzzSession(f *testing.F) {
 	f.Cleanup(func() { log.SetOutput(os.Stderr) })
 	src := newMapSource("known@example.org", "192.0.2.66", "@catch.example")
 	cfg := testConfig(func(c *config.Config) { c.DecisionTimeout = time.Second })
-	_, addr := startServer(f, newPolicy(f, src, cfg, discard()), ServerOptions{IdleTimeout: 5 * time.Second}, discard())
+	// A unix socket: a fuzzer's millions of TCP connections would fill
+	// the machine with TIME-WAIT sockets.
+	path := filepath.Join(f.TempDir(), "fuzz.sock")
+	ln, err := Listen("unix:"+path, 0o600, "")
+	if err != nil {
+		f.Fatal(err)
+	}
+	serveOn(f, ln, newPolicy(f, src, cfg, discard()), ServerOptions{IdleTimeout: 5 * time.Second}, discard())
 
 	f.Fuzz(func(t *testing.T, data []byte) {
-		c, err := net.Dial("tcp", addr)
+		c, err := net.Dial("unix", path)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -90,7 +98,7 @@ func FuzzSession(f *testing.F) {
 		c.SetDeadline(time.Now().Add(10 * time.Second))
 		go func() {
 			c.Write(data)
-			c.(*net.TCPConn).CloseWrite()
+			c.(*net.UnixConn).CloseWrite()
 		}()
 		out, err := io.ReadAll(c)
 		if errors.Is(err, os.ErrDeadlineExceeded) {
