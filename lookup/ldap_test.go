@@ -31,6 +31,8 @@ var ldapEntries = []testserver.Entry{
 	testserver.Host("net-198.51.100", "198.51.100.0/24"),
 	testserver.Host("prefix-203.0.113", "203.0.113"),
 	testserver.Host("net-2001:db8:1", "2001:db8:1::/64"),
+	testserver.Host("bücher.example"), // UTF-8: base64 in LDIF, escaped in filters
+	testserver.Host(" odd, name+#"),   // DN special characters
 }
 
 // startLDAPDirectory starts a slapd holding ldapEntries.
@@ -138,6 +140,8 @@ func TestLDAPLookup(t *testing.T) {
 		{"host by IPv6 /64", ldapHost("2001:db8:1::25", "2001:db8:1::/64", "2001:db8:1::/56", "2001:db8::/48"), true},
 		{"host by hostname", ldapHost("192.0.2.200", "bad.example.net", "example.net"), true},
 		{"host by parent domain", ldapHost("192.0.2.200", "192.0.2", "mx.bad.example.net", "bad.example.net", "example.net"), true},
+		{"host by UTF-8 name", ldapHost("192.0.2.200", "bücher.example"), true},
+		{"host by name with DN specials", ldapHost(" odd, name+#"), true},
 		{"host not listed", ldapHost("192.0.2.2", "192.0.2", "192.0", "192", "mx.good.example.com", "good.example.com", "example.com"), false},
 		{"host parent is not a child", ldapHost("10.0.0.1", "example.net"), false},
 		// Filter injection: each must match nothing and not fail.
@@ -303,6 +307,23 @@ func TestLDAPFailover(t *testing.T) {
 				t.Errorf("no warning naming %s in the log:\n%s", tc.first, logs.String())
 			}
 		})
+	}
+}
+
+// An entry added while slapd runs is found by the next lookup.
+func TestLDAPAddWhileRunning(t *testing.T) {
+	s := startLDAPDirectory(t, false)
+	l := newTestLDAP(t, ldapOptions(s.URL()), nil)
+	carol := ldapRcpt("carol@example.com")
+	if mustLookup(t, l, carol).Found {
+		t.Fatal("carol found before she was added")
+	}
+	s.Add(t, testserver.Person("carol", "carol@example.com"), testserver.Host("203.0.113.66", "203.0.113.66"))
+	if !mustLookup(t, l, carol).Found {
+		t.Error("carol not found after Add")
+	}
+	if !mustLookup(t, l, ldapHost("203.0.113.66")).Found {
+		t.Error("host 203.0.113.66 not found after Add")
 	}
 }
 
