@@ -94,7 +94,9 @@ func TestServeReloadMarksLRUStale(t *testing.T) {
 	}})
 	cfg := filepath.Join(t.TempDir(), "ldap.toml")
 	listen := fmt.Sprintf("inet:%d@127.0.0.1", testserver.FreePort(t, "127.0.0.1"))
+	metricsAddr := fmt.Sprintf("127.0.0.1:%d", testserver.FreePort(t, "127.0.0.1"))
 	writeFile(t, cfg, fmt.Sprintf(`listen = %q
+metrics_listen = %q
 source = "ldap"
 decision_timeout = "2s"
 [hosts]
@@ -108,8 +110,11 @@ negative_ttl = "1h"
 urls = [%q]
 base_dn = %q
 timeout = "500ms"
-`, listen, slapd.URL(), testserver.SlapdSuffix))
+`, listen, metricsAddr, slapd.URL(), testserver.SlapdSuffix))
 	d := testserver.StartDaemon(t, cfg)
+	if body, code := get(t, "http://"+metricsAddr+"/healthz"); code != 200 || body != "ok\n" {
+		t.Errorf("/healthz with slapd up = %d %q", code, body)
+	}
 
 	if got := rcpt(t, d, "alice@example.com"); got != "continue" {
 		t.Fatalf("alice: %q", got)
@@ -135,6 +140,9 @@ timeout = "500ms"
 
 	// SIGHUP with the directory down: alice bridges, bob tempfails.
 	slapd.Stop()
+	if body, code := get(t, "http://"+metricsAddr+"/healthz"); code != 503 || !strings.Contains(body, "directory unreachable") {
+		t.Errorf("/healthz with slapd down = %d %q, want 503", code, body)
+	}
 	reload(t, d, 2)
 	if got := rcpt(t, d, "alice@example.com"); got != "continue" {
 		t.Errorf("alice with slapd down after SIGHUP: %q, want continue (stale)", got)
@@ -144,6 +152,12 @@ timeout = "500ms"
 	}
 	if !strings.Contains(d.Output(), "rcpt=alice@example.com tier=lru stale=true") {
 		t.Errorf("no stale decision logged:\n%s", d.Output())
+	}
+	body, _ := get(t, "http://"+metricsAddr+"/metrics")
+	for _, want := range []string{"antespam_stale_answers_total 1", "antespam_directory_up 0", `antespam_config_reloads_total{result="ok"} 2`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
 	}
 }
 
