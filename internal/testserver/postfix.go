@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -77,7 +78,7 @@ func StartPostfix(t testing.TB, o PostfixOptions) *Postfix {
 	}
 	// Postfix's processes run as the postfix user and must traverse the
 	// path to the queue: t.TempDir's dirs are 0700.
-	dir, err := os.MkdirTemp("", "antespam-postfix-")
+	dir, err := mtaTempDir("antespam-postfix")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,6 +229,28 @@ anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 `
+
+// mtaTempDir makes a temp dir named prefix-PID-*, world-traversable (the
+// MTAs' processes run as other users), after removing the dirs of test
+// binaries that died without cleaning up (a go test timeout, say).
+func mtaTempDir(prefix string) (string, error) {
+	old, _ := filepath.Glob(filepath.Join(os.TempDir(), prefix+"-*"))
+	for _, d := range old {
+		f := strings.SplitN(strings.TrimPrefix(filepath.Base(d), prefix+"-"), "-", 2)
+		pid, err := strconv.Atoi(f[0])
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if syscall.Kill(pid, 0) == syscall.ESRCH {
+			os.RemoveAll(d)
+		}
+	}
+	dir, err := os.MkdirTemp("", fmt.Sprintf("%s-%d-", prefix, os.Getpid()))
+	if err != nil {
+		return "", err
+	}
+	return dir, os.Chmod(dir, 0o755)
+}
 
 func writeMTAFile(t testing.TB, path, content string) {
 	t.Helper()

@@ -74,14 +74,11 @@ func StartSendmail(t testing.TB, o SendmailOptions) *Sendmail {
 		t.Fatal("sendmail: Milter and RelayHost are required")
 	}
 
-	dir, err := os.MkdirTemp("", "antespam-sendmail-")
+	dir, err := mtaTempDir("antespam-sendmail")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
 	if err := os.Mkdir(filepath.Join(dir, "mqueue"), 0o700); err != nil {
 		t.Fatal(err)
 	}
