@@ -65,19 +65,43 @@ func smtpGreeting(t *testing.T, addr string) string {
 	return strconv.Itoa(code) + " " + greet
 }
 
-func mtaPolicy(t *testing.T, listed ...string) *Policy {
+func mtaPolicy(t *testing.T, logs *logBuffer, listed ...string) *Policy {
 	src := newMapSource(append([]string{"known@example.org"}, listed...)...)
 	return newPolicy(t, src, testConfig(func(c *config.Config) {
 		c.TrustedNetworks, c.TrustedPrefixes = nil, nil
-	}), nil)
+	}), logs.logger())
 }
 
+// readSnippet reads an MTA snippet from examples/ without its macro
+// lists: the milter's symbol list must bring the macros by itself.
 func readSnippet(t *testing.T, name string) string {
 	b, err := os.ReadFile(filepath.Join(testserver.RepoRoot(t), "examples", name))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return string(b)
+	var keep []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if !strings.Contains(l, "milter_connect_macros") && !strings.Contains(l, "milter_mail_macros") &&
+			!strings.Contains(l, "milter_rcpt_macros") && !strings.Contains(l, "confMILTER_MACROS") {
+			keep = append(keep, l)
+		}
+	}
+	return strings.Join(keep, "\n")
+}
+
+// checkMacros: the decisions were logged with the macros asked for by the
+// symbol list.
+func checkMacros(t *testing.T, logs *logBuffer) {
+	t.Helper()
+	var rcpt map[string]any
+	for _, l := range logs.lines("decision") {
+		if l["stage"] == "rcpt" && l["verdict"] == "accept" {
+			rcpt = l
+		}
+	}
+	if rcpt == nil || rcpt["daemon"] == nil || rcpt["queue_id"] == nil || rcpt["client_addr"] != "127.0.0.1" {
+		t.Errorf("macros missing from the decision log:\n%s", logs.String())
+	}
 }
 
 // TestPostfix: a real Postfix 3.7 negotiates with the milter, shows the
@@ -86,7 +110,8 @@ func TestPostfix(t *testing.T) {
 	if testing.Short() {
 		t.Skip("short")
 	}
-	srv, addr := startServer(t, mtaPolicy(t), ServerOptions{}, discard())
+	var logs logBuffer
+	srv, addr := startServer(t, mtaPolicy(t, &logs), ServerOptions{}, discard())
 	pf := testserver.StartPostfix(t, testserver.PostfixOptions{
 		Snippet:   readSnippet(t, "postfix-main.cf.snippet"),
 		Milters:   []string{"inet:" + addr},
@@ -103,9 +128,10 @@ func TestPostfix(t *testing.T) {
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("Postfix RCPT replies:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
+	checkMacros(t, &logs)
 
 	for _, l := range []struct{ listed, addr string }{{"127.0.0.1", pf.Listeners[0]}, {"::1", pf.Listeners6[0]}} {
-		srv.SetPolicy(mtaPolicy(t, l.listed))
+		srv.SetPolicy(mtaPolicy(t, &logs, l.listed))
 		if g := smtpGreeting(t, l.addr); !strings.HasPrefix(g, "554") {
 			t.Errorf("Postfix with %s listed: %q, want a 554", l.listed, g)
 		}
@@ -117,7 +143,8 @@ func TestSendmail(t *testing.T) {
 	if testing.Short() {
 		t.Skip("short")
 	}
-	srv, addr := startServer(t, mtaPolicy(t), ServerOptions{}, discard())
+	var logs logBuffer
+	srv, addr := startServer(t, mtaPolicy(t, &logs), ServerOptions{}, discard())
 	_, port, _ := net.SplitHostPort(addr)
 	sm := testserver.StartSendmail(t, testserver.SendmailOptions{
 		Snippet:   readSnippet(t, "sendmail.mc.snippet"),
@@ -135,8 +162,10 @@ func TestSendmail(t *testing.T) {
 		!strings.Contains(got[2], "<100%x@example.org>: Recipient address rejected")) {
 		t.Errorf("Sendmail RCPT texts: %q", got)
 	}
+	t.Logf("Sendmail RCPT replies: %q", got)
+	checkMacros(t, &logs)
 	for _, l := range []struct{ listed, addr string }{{"127.0.0.1", sm.Addr}, {"::1", sm.Addr6}} {
-		srv.SetPolicy(mtaPolicy(t, l.listed))
+		srv.SetPolicy(mtaPolicy(t, &logs, l.listed))
 		if g := smtpGreeting(t, l.addr); !strings.HasPrefix(g, "554") {
 			t.Errorf("Sendmail with %s listed: %q, want a 554", l.listed, g)
 		}

@@ -22,11 +22,20 @@ import (
 // headers, no end of headers, no body. Only protocol version 2 flags
 // (mask 0x7f) are used, as go-milter answers with version 2; no "no reply"
 // flag is set, as go-milter writes a reply to every command regardless.
-// No action is requested: the milter only replies. The macros it reads are
-// in both MTAs' default lists (Postfix milter_connect_macros and
-// milter_mail_macros, Sendmail's Milter.macros.connect and .envfrom):
-// j, {daemon_name}, i, {auth_authen}.
 const Protocol = gomilter.OptNoHelo | gomilter.OptNoHeaders | gomilter.OptNoEOH | gomilter.OptNoBody
+
+// Macros are the macros the milter asks for, per stage, with the symbol
+// list (SMFIF_SETSYMLIST, the only action requested: the milter only
+// replies). Postfix 3.7 and Sendmail 8.17 honour it from a version 2
+// milter (tested in mta_test.go), so the MTA's own macro lists
+// (milter_*_macros, confMILTER_MACROS_*) need not change. {client_addr}
+// is a fallback for a connect address go-milter cannot parse; Postfix
+// knows the queue id (i) only from the first accepted RCPT on.
+var Macros = map[gomilter.Stage][]string{
+	gomilter.StageConnect:  {"j", "{daemon_name}", "{client_addr}"},
+	gomilter.StageMailFrom: {"i", "{auth_authen}"},
+	gomilter.StageRcptTo:   {"i"},
+}
 
 // ServerOptions are the limits of a Server.
 type ServerOptions struct {
@@ -68,9 +77,13 @@ type Server struct {
 	refusedLog atomic.Int64 // unix nanoseconds of the last refusal logged
 }
 
-// NewServer returns a Server deciding by policy. log receives the server's
-// own events, and the decisions when policy.Log is nil.
+// NewServer returns a Server deciding by policy, which must not be nil.
+// log receives the server's own events, and the decisions when policy.Log
+// is nil; nil means slog.Default().
 func NewServer(policy *Policy, opts ServerOptions, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.Default()
+	}
 	if opts.QueueTimeout <= 0 {
 		opts.QueueTimeout = time.Second
 	}
@@ -90,8 +103,12 @@ func NewServer(policy *Policy, opts ServerOptions, log *slog.Logger) *Server {
 }
 
 // SetPolicy swaps the policy in: the next decision of every session uses
-// it.
-func (s *Server) SetPolicy(p *Policy) { s.policy.Store(p) }
+// it. A nil policy is ignored.
+func (s *Server) SetPolicy(p *Policy) {
+	if p != nil {
+		s.policy.Store(p)
+	}
+}
 
 // Policy returns the policy in force.
 func (s *Server) Policy() *Policy { return s.policy.Load() }
@@ -135,7 +152,12 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Unlock()
 
 	go l.acceptLoop()
-	gs := &gomilter.Server{NewMilter: s.newSession, Protocol: Protocol}
+	gs := &gomilter.Server{
+		NewMilter: s.newSession,
+		Protocol:  Protocol,
+		Actions:   gomilter.OptSetSymList,
+		SymList:   Macros,
+	}
 	err := gs.Serve(l)
 	l.Close()
 

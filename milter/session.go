@@ -3,6 +3,7 @@ package milter
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -69,12 +70,24 @@ func (s *session) Connect(host, family string, port uint16, addr net.IP, m *gomi
 	}
 	ctx, cancel := s.srv.decisionContext(p)
 	start := time.Now()
-	d, err := p.Decider.Host(ctx, s.client, host)
+	d, err := decide(func() (lookup.Decision, error) { return p.Decider.Host(ctx, s.client, host) })
 	cancel()
 	if d.Duration == 0 {
 		d.Duration = time.Since(start)
 	}
 	return s.respond(p, stageConnect, p.HostReply(d, err), d, err)
+}
+
+// decide calls the Decider and turns a panic into a lookup error, so that
+// it gets the reply a failed lookup gets (go-milter would recover it and
+// close the connection, and the MTA would apply its default action).
+func decide(f func() (lookup.Decision, error)) (d lookup.Decision, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("lookup panicked: %v", v)
+		}
+	}()
+	return f()
 }
 
 // clientAddr is the address from the connect packet or, when go-milter
@@ -111,7 +124,7 @@ func (s *session) RcptTo(rcpt string, m *gomilter.Modifier) (gomilter.Response, 
 	}
 	ctx, cancel := s.srv.decisionContext(p)
 	start := time.Now()
-	d, err := p.Decider.Recipient(ctx, rcpt)
+	d, err := decide(func() (lookup.Decision, error) { return p.Decider.Recipient(ctx, rcpt) })
 	cancel()
 	if d.Duration == 0 {
 		d.Duration = time.Since(start)
@@ -176,6 +189,9 @@ func (s *session) log(p *Policy, stage string, r Reply, d lookup.Decision, err e
 		attrs = append(attrs, slog.String("client_addr", s.client.String()))
 	}
 	attrs = append(attrs, slog.String("client_name", s.clientName))
+	if s.daemon != "" {
+		attrs = append(attrs, slog.String("daemon", s.daemon))
+	}
 	if s.authUser != "" {
 		attrs = append(attrs, slog.String("auth_user", s.authUser))
 	}

@@ -304,3 +304,30 @@ func TestReplyInjection(t *testing.T) {
 		}
 	}
 }
+
+// panicDecider panics on every question.
+type panicDecider struct{}
+
+func (panicDecider) Recipient(ctx context.Context, addr string) (lookup.Decision, error) {
+	panic("bug in a tier")
+}
+
+func (panicDecider) Host(ctx context.Context, addr netip.Addr, hostname string) (lookup.Decision, error) {
+	panic("bug in a tier")
+}
+
+// TestDeciderPanic: a panicking lookup is answered as a failed one, and the
+// session goes on.
+func TestDeciderPanic(t *testing.T) {
+	_, addr := startServer(t, &Policy{Decider: panicDecider{}, Config: testConfig()}, ServerOptions{}, discard())
+	s := dial(t, "tcp", addr)
+	if got := must(t)(s.Conn("h", gomilter.FamilyInet, 25, "192.0.2.1")); got != "continue" {
+		t.Errorf("Conn = %q (hosts.on_lookup_error = accept)", got)
+	}
+	must(t)(s.Mail("a@b.test", nil))
+	for range 2 {
+		if got := must(t)(s.Rcpt("a@example.org", nil)); got != "451 4.3.0 <a@example.org>: Temporary lookup failure" {
+			t.Errorf("Rcpt = %q", got)
+		}
+	}
+}
