@@ -19,7 +19,7 @@ const idleSessions = 10000
 // server's RSS (KiB) before, while they are open (the highest of several
 // samples), and after they closed, with the goroutine count while open
 // when d has metrics.
-func idleRun(d *daemon, dir string) (before, during, after int, goroutines float64, open uint64, err error) {
+func idleRun(d *daemon, dir string) (before, during, after int, goroutines, heapMB, stackMB float64, open uint64, err error) {
 	time.Sleep(300 * time.Millisecond)
 	before = rssKB(d.p.pid())
 	ready := filepath.Join(dir, "ready")
@@ -56,6 +56,8 @@ func idleRun(d *daemon, dir string) (before, during, after int, goroutines float
 	if d.metrics != "" {
 		if m, e := scrape(d.metrics); e == nil {
 			goroutines = sumMetric(m, "go_goroutines")
+			heapMB = sumMetric(m, "go_memstats_heap_inuse_bytes") / (1 << 20)
+			stackMB = sumMetric(m, "go_memstats_stack_inuse_bytes") / (1 << 20)
 		}
 	}
 	if err = cmd.Wait(); err != nil {
@@ -96,7 +98,7 @@ func benchMemory(dir string) (string, error) {
 			if err != nil {
 				return "", err
 			}
-			before, during, after, gr, open, err := idleRun(d, dir)
+			before, during, after, gr, heap, stack, open, err := idleRun(d, dir)
 			d.p.stop()
 			if err != nil {
 				return "", err
@@ -105,7 +107,7 @@ func benchMemory(dir string) (string, error) {
 			res[name].during = append(res[name].during, mb(during))
 			res[name].perSession = append(res[name].perSession, per)
 			res[name].goroutines = append(res[name].goroutines, gr)
-			rows = append(rows, fmt.Sprintf("| %d | %s | %d | %.1f | %.1f | %.1f | %.2f | %s |", r+1, name, open, mb(before), mb(during), mb(after), per, grString(gr)))
+			rows = append(rows, fmt.Sprintf("| %d | %s | %d | %.1f | %.1f | %.1f | %.2f | %s | %s | %s |", r+1, name, open, mb(before), mb(during), mb(after), per, grString(gr), grString(heap), grString(stack)))
 			logf("  idle round %d %-7s open %d  RSS %.1f → %.1f → %.1f MB (%.2f KB/session)", r+1, name, open, mb(before), mb(during), mb(after), per)
 		}
 	}
@@ -159,7 +161,7 @@ func benchMemory(dir string) (string, error) {
 	var out strings.Builder
 	dm := statsOf(res["daemon"].during)
 	fmt.Fprintf(&out, "**Idle sessions**: %d negotiated sessions (Connect and Helo sent, then nothing) held open; RSS of the milter process (VmRSS), a fresh process each round. Target: daemon ≤ 120 MB. Daemon median %.1f MB (%.1f–%.1f): %s.\n\n", idleSessions, dm.med, dm.min, dm.max, verdict(dm.max <= 120))
-	out.WriteString("| round | server | sessions open | RSS before MB | RSS with sessions MB | RSS after close MB | KB per session | goroutines |\n|---|---|---|---|---|---|---|---|\n")
+	out.WriteString("| round | server | sessions open | RSS before MB | RSS with sessions MB | RSS after close MB | KB per session | goroutines | Go heap in use MB | goroutine stacks MB |\n|---|---|---|---|---|---|---|---|---|---|\n")
 	out.WriteString(strings.Join(rows, "\n") + "\n\n")
 	fmt.Fprintf(&out, "Medians: no-op %.2f KB/session, daemon %.2f KB/session (ratio %.2f).\n\n", statsOf(res["no-op"].perSession).med, statsOf(res["daemon"].perSession).med,
 		statsOf(res["daemon"].perSession).med/statsOf(res["no-op"].perSession).med)
