@@ -34,8 +34,10 @@ func check(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	log := newLogger(stderr, "text", "warn")
 	s, err := compose(cfg, log, composeOptions{noCache: *noCache})
 	if err != nil {
+		// A list that cannot be read, an LDAP URL that does not parse:
+		// the config's fault, and 1 would read as "rejected".
 		fmt.Fprintf(stderr, "antespam-milter: %v\n", err)
-		return exitFailure
+		return exitUsage
 	}
 	defer s.Close()
 
@@ -142,6 +144,9 @@ func skipped(it item, tier, why string) checkResult {
 
 func (r checkResult) print(w io.Writer, asJSON bool) error {
 	if asJSON {
+		if r.Reply == "-" {
+			r.Reply = "" // the daemon continues: no reply
+		}
 		b, err := json.Marshal(r)
 		if err != nil {
 			return fmt.Errorf("encode result: %w", err)

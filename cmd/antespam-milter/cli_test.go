@@ -255,3 +255,16 @@ func TestCheckAndPurgeMemcache(t *testing.T) {
 		t.Errorf("purge host: exit %d, %q", code, out)
 	}
 }
+
+// TestCheckUnreadableList: a list that cannot be read is a config error
+// (exit 2), not a verdict.
+func TestCheckUnreadableList(t *testing.T) {
+	f := newFixture(t, "")
+	if err := os.Remove(f.rcpts); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, code := runBin(t, "check", "-config", f.config, "rcpt", "alice@example.com")
+	if code != 2 || !strings.Contains(stderr, f.rcpts) {
+		t.Errorf("exit %d, stderr %q; want exit 2 naming %s", code, stderr, f.rcpts)
+	}
+}

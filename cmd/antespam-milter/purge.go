@@ -35,7 +35,7 @@ func purge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	stk, err := compose(cfg, log, composeOptions{})
 	if err != nil {
 		fmt.Fprintf(stderr, "antespam-milter: %v\n", err)
-		return exitFailure
+		return exitUsage
 	}
 	defer stk.Close()
 	checker, mc := stk.Checker, stk.Memcache
