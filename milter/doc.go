@@ -4,7 +4,10 @@
 // the answers into replies. It decides nothing itself.
 //
 // Stages. Only Connect, MAIL and RCPT are used; HELO, headers, end of
-// headers and body are masked off in negotiation (see Protocol).
+// headers and body are masked off in negotiation (see Protocol), and the
+// macros read are asked for with the symbol list (see Macros), so the
+// MTA's macro settings need no change. go-milter replaces its macro map at
+// every stage: what a later stage needs is copied into the session.
 //   - Connect: a client in trusted_networks, or with no IP address (a
 //     local connection), is not looked up; with [hosts] enabled every
 //     other client is, and a listed one gets hosts.reject_reply.
@@ -22,8 +25,10 @@
 // characters, bounded, and have every % doubled.
 //
 // Each decision has its own deadline (decision_timeout) and is logged on
-// one line with its stage, verdict, tier, staleness and duration, and
-// counted in metrics.Decisions. In report mode (mode = "report") the
+// one line ("decision": stage, verdict, queue_id, client_addr,
+// client_name, daemon, auth_user, rcpt, tier, stale, duration, reason,
+// reply), at warn level when a lookup failed, and counted in
+// metrics.Decisions. A panicking lookup is answered as a failed one. In report mode (mode = "report") the
 // verdict is computed, logged and counted as "would_reject" or
 // "would_tempfail", and the milter continues.
 //
