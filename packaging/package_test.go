@@ -1,0 +1,473 @@
+package packaging_test
+
+import (
+	"bytes"
+	"compress/gzip"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/antespam/antespam-milter/internal/testserver"
+)
+
+const (
+	pkg      = "antespam-milter"
+	confDir  = "/etc/antespam-milter"
+	confFile = "/etc/antespam-milter/antespam-milter.toml"
+	binary   = "/usr/sbin/antespam-milter"
+	unitDeb  = "/lib/systemd/system/antespam-milter.service"
+	unitRPM  = "/usr/lib/systemd/system/antespam-milter.service"
+)
+
+// build is one `make package` run into its own directory.
+type build struct {
+	version string
+	dir     string
+	deb     string
+	rpm     string
+}
+
+// makePackages runs `make package` for each version at once, each into
+// its own temporary directory, and returns the builds in the same order.
+func makePackages(t *testing.T, versions ...string) []build {
+	t.Helper()
+	mk := testserver.Require(t, "make")
+	root := testserver.RepoRoot(t)
+	builds := make([]build, len(versions))
+	errs := make([]string, len(versions))
+	var wg sync.WaitGroup
+	for i, v := range versions {
+		dir := t.TempDir()
+		builds[i] = build{version: v, dir: dir}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cmd := exec.Command(mk, "-C", root, "package", "VERSION="+v,
+				"BIN="+filepath.Join(dir, "antespam-milter"), "DIST="+dir)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				errs[i] = string(out) + err.Error()
+			}
+		}()
+	}
+	wg.Wait()
+	for i := range builds {
+		if errs[i] != "" {
+			t.Fatalf("make package VERSION=%s:\n%s", versions[i], errs[i])
+		}
+		b := &builds[i]
+		b.deb = onlyFile(t, b.dir, "*.deb")
+		b.rpm = onlyFile(t, b.dir, "*.rpm")
+	}
+	return builds
+}
+
+func onlyFile(t *testing.T, dir, pattern string) string {
+	t.Helper()
+	m, err := filepath.Glob(filepath.Join(dir, pattern))
+	if err != nil || len(m) != 1 {
+		t.Fatalf("want one %s in %s, found %q (%v)", pattern, dir, m, err)
+	}
+	return m[0]
+}
+
+// run runs a command with stdin closed and returns its combined output.
+func run(name string, args ...string) (string, error) {
+	out, err := exec.Command(name, args...).CombinedOutput()
+	return string(out), err
+}
+
+func mustRun(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := run(name, args...)
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// dpkg runs dpkg, retrying while another dpkg holds the lock.
+func dpkg(t *testing.T, args ...string) string {
+	t.Helper()
+	for i := 0; ; i++ {
+		out, err := run("dpkg", args...)
+		if err == nil {
+			return out
+		}
+		if i < 30 && strings.Contains(out, "lock") {
+			time.Sleep(time.Second)
+			continue
+		}
+		t.Fatalf("dpkg %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// status is the package's dpkg status abbreviation ("ii ", "rc ", or "" when unknown).
+func status(t *testing.T) string {
+	t.Helper()
+	out, err := run("dpkg-query", "-W", "-f=${db:Status-Abbrev}", pkg)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(out)
+}
+
+// TestPackages builds the .deb and the .rpm twice (two versions), installs
+// the first .deb on this machine, checks what it installed, upgrades to the
+// second with an edited config, removes and purges it, and compares the
+// .rpm's layout. It needs root and leaves the machine as it found it,
+// except for the antespam-milter user and group, which a purge keeps
+// (Debian policy: files elsewhere may still belong to them).
+func TestPackages(t *testing.T) {
+	if os.Geteuid() != 0 {
+		testserver.Unavailable(t, "installing the .deb needs root")
+	}
+	for _, p := range []string{"dpkg", "dpkg-deb", "dpkg-query", "lintian", "rpm", "systemd-analyze"} {
+		testserver.Require(t, p)
+	}
+	if s := status(t); s != "" && s != "un" && s != "pn" {
+		t.Fatalf("%s is already on this machine (dpkg status %q); the test installs and purges it: dpkg -P %s first", pkg, s, pkg)
+	}
+	// Start from no user, so that the install is seen creating it.
+	if _, err := user.Lookup(pkg); err == nil {
+		mustRun(t, "userdel", pkg)
+	}
+	if _, err := user.LookupGroup(pkg); err == nil {
+		mustRun(t, "groupdel", pkg)
+	}
+
+	start := time.Now()
+	builds := makePackages(t, "0.0.1+test.a", "0.0.2+test.b")
+	a, b := builds[0], builds[1]
+	t.Logf("make package twice, in parallel: %s", time.Since(start).Round(time.Millisecond))
+
+	// lintian takes a while: run it alongside the install checks.
+	var lintOut bytes.Buffer
+	// --show-overrides lists the accepted tags (O:) but makes lintian fail on
+	// overridden errors: the E: and W: lines below decide instead.
+	lint := exec.Command("lintian", "--display-info", "--pedantic", "--show-overrides", "--fail-on", "none", a.deb)
+	lint.Stdout, lint.Stderr = &lintOut, &lintOut
+	if err := lint.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Run("rpm", func(t *testing.T) { checkRPM(t, a) })
+
+	t.Cleanup(func() {
+		if s := status(t); s != "" && s != "un" && s != "pn" {
+			if out, err := run("dpkg", "-P", pkg); err != nil {
+				t.Errorf("cleanup: dpkg -P %s: %v\n%s", pkg, err, out)
+			}
+		}
+	})
+	dpkg(t, "-i", a.deb)
+	if !t.Run("installed", func(t *testing.T) { checkInstalled(t, a) }) {
+		t.Fatal("the installed package is broken; not testing upgrade and removal")
+	}
+
+	t.Run("upgrade keeps an edited config", func(t *testing.T) {
+		edited := strings.Replace(readFile(t, confFile), `log_level = "info"`, `log_level = "debug"`, 1) + "\n# edited by the package test\n"
+		if err := os.WriteFile(confFile, []byte(edited), 0o640); err != nil {
+			t.Fatal(err)
+		}
+		dpkg(t, "-i", b.deb)
+		if got := readFile(t, confFile); got != edited {
+			t.Errorf("%s after the upgrade is not the edited one:\n%s", confFile, got)
+		}
+		if _, err := os.Stat(confFile + ".dpkg-dist"); err == nil {
+			t.Errorf("%s.dpkg-dist appeared though the shipped config did not change", confFile)
+		}
+		checkVersion(t, b.version)
+		// The edited config is still valid and still readable by the daemon.
+		configTestAsDaemon(t)
+	})
+
+	t.Run("remove keeps the config, purge deletes it", func(t *testing.T) {
+		dpkg(t, "-r", pkg)
+		if s := status(t); s != "rc" {
+			t.Errorf("dpkg status after -r = %q, want rc", s)
+		}
+		for _, p := range []string{binary, unitDeb, "/usr/share/man/man8/antespam-milter.8.gz", "/usr/share/doc/antespam-milter"} {
+			if _, err := os.Lstat(p); err == nil {
+				t.Errorf("%s is still there after dpkg -r", p)
+			}
+		}
+		if !strings.Contains(readFile(t, confFile), "# edited by the package test") {
+			t.Errorf("dpkg -r did not keep the edited %s", confFile)
+		}
+		// An admin's own file there (a bind password, say) goes with the purge too.
+		if err := os.WriteFile(filepath.Join(confDir, "bind-password"), []byte("secret\n"), 0o640); err != nil {
+			t.Fatal(err)
+		}
+		dpkg(t, "-P", pkg)
+		if s := status(t); s != "" && s != "un" && s != "pn" {
+			t.Errorf("dpkg status after -P = %q", s)
+		}
+		if _, err := os.Lstat(confDir); err == nil {
+			t.Errorf("%s is still there after dpkg -P", confDir)
+		}
+		if _, err := user.Lookup(pkg); err != nil {
+			t.Errorf("the %s user is gone after the purge; policy keeps it: %v", pkg, err)
+		}
+	})
+
+	if err := lint.Wait(); err != nil {
+		t.Errorf("lintian %s: %v\n%s", filepath.Base(a.deb), err, lintOut.String())
+	}
+	var overridden []string
+	for _, l := range strings.Split(lintOut.String(), "\n") {
+		switch {
+		case strings.HasPrefix(l, "E: "), strings.HasPrefix(l, "W: "):
+			t.Errorf("lintian: %s", l)
+		case strings.HasPrefix(l, "O: "):
+			overridden = append(overridden, strings.TrimPrefix(l, "O: "+pkg+": "))
+		case strings.HasPrefix(l, "I: "), strings.HasPrefix(l, "P: "):
+			t.Logf("lintian: %s", l)
+		}
+	}
+	t.Logf("lintian: accepted (packaging/lintian-overrides): %s", strings.Join(overridden, "; "))
+	t.Logf("total %s", time.Since(start).Round(time.Millisecond))
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
+}
+
+// checkInstalled checks the files, the user, the conffiles and the
+// installed binary right after `dpkg -i`.
+func checkInstalled(t *testing.T, bd build) {
+	if s := status(t); s != "ii" {
+		t.Fatalf("dpkg status = %q, want ii", s)
+	}
+	u, err := user.Lookup(pkg)
+	if err != nil {
+		t.Fatalf("the install did not create the %s user: %v", pkg, err)
+	}
+	g, err := user.LookupGroup(pkg)
+	if err != nil {
+		t.Fatalf("the install did not create the %s group: %v", pkg, err)
+	}
+	if u.Gid != g.Gid {
+		t.Errorf("user %s has gid %s, want its own group's %s", pkg, u.Gid, g.Gid)
+	}
+	if uid, _ := strconv.Atoi(u.Uid); uid == 0 || uid >= 1000 {
+		t.Errorf("user %s has uid %d, want a system uid", pkg, uid)
+	}
+
+	files := []struct {
+		path         string
+		mode         fs.FileMode
+		owner, group string
+	}{
+		{binary, 0o755, "root", "root"},
+		{confDir, fs.ModeDir | 0o755, "root", "root"},
+		{confFile, 0o640, "root", pkg},
+		{confDir + "/recipients", 0o640, "root", pkg},
+		{confDir + "/hosts", 0o640, "root", pkg},
+		{unitDeb, 0o644, "root", "root"},
+		{"/usr/lib/sysusers.d/antespam-milter.conf", 0o644, "root", "root"},
+		{"/usr/share/man/man8/antespam-milter.8.gz", 0o644, "root", "root"},
+		{"/usr/share/doc/antespam-milter/README.md", 0o644, "root", "root"},
+		{"/usr/share/doc/antespam-milter/changelog.gz", 0o644, "root", "root"},
+		{"/usr/share/doc/antespam-milter/copyright", 0o644, "root", "root"},
+		{"/usr/share/doc/antespam-milter/examples/postfix-chroot.conf", 0o644, "root", "root"},
+	}
+	for _, f := range files {
+		fi, err := os.Lstat(f.path)
+		if err != nil {
+			t.Errorf("missing: %v", err)
+			continue
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		owner, group := name(user.LookupId(strconv.Itoa(int(st.Uid)))), groupName(strconv.Itoa(int(st.Gid)))
+		if fi.Mode() != f.mode || owner != f.owner || group != f.group {
+			t.Errorf("%s: %s %s:%s, want %s %s:%s", f.path, fi.Mode(), owner, group, f.mode, f.owner, f.group)
+		}
+	}
+	man := gunzip(t, "/usr/share/man/man8/antespam-milter.8.gz")
+	for _, want := range []string{".TH antespam-milter 8 ", "SYNOPSIS", "config-test", "cache purge", "EXIT STATUS", "SIGHUP", "postfix-chroot.conf"} {
+		if !strings.Contains(man, want) {
+			t.Errorf("the man page lacks %q", want)
+		}
+	}
+	if cl := gunzip(t, "/usr/share/doc/antespam-milter/changelog.gz"); !strings.HasPrefix(cl, "antespam-milter (") {
+		t.Errorf("changelog.gz is not a Debian changelog: %.60q", cl)
+	}
+
+	conffiles := mustRun(t, "dpkg-query", "-W", "-f=${Conffiles}", pkg)
+	for _, f := range []string{confFile, confDir + "/recipients", confDir + "/hosts"} {
+		if !strings.Contains(conffiles, f+" ") {
+			t.Errorf("%s is not a conffile:\n%s", f, conffiles)
+		}
+	}
+
+	checkVersion(t, bd.version)
+	out, err := run(binary, "config-test", "-config", confFile)
+	if err != nil {
+		t.Errorf("%s config-test -config %s: %v\n%s", binary, confFile, err, out)
+	}
+	configTestAsDaemon(t)
+
+	// With the binary installed, verify finds nothing missing.
+	out, err = run("systemd-analyze", "verify", unitDeb)
+	if err != nil || strings.Contains(out, "antespam-milter") {
+		t.Errorf("systemd-analyze verify %s: %v\n%s", unitDeb, err, out)
+	}
+}
+
+// checkVersion checks that the installed package and binary agree on v.
+func checkVersion(t *testing.T, v string) {
+	t.Helper()
+	if got := mustRun(t, "dpkg-query", "-W", "-f=${Version}", pkg); got != v {
+		t.Errorf("dpkg-query Version = %q, want %q", got, v)
+	}
+	out, err := run(binary, "version")
+	if err != nil || !strings.Contains(" "+strings.TrimSpace(out)+" ", " "+v+" ") {
+		t.Errorf("%s version = %q (%v), want it to print %s", binary, out, err, v)
+	}
+}
+
+// configTestAsDaemon runs config-test as the daemon's user and group: the
+// unit reads the config (0640 root:antespam-milter) as them.
+func configTestAsDaemon(t *testing.T) {
+	t.Helper()
+	u, err := user.Lookup(pkg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	cmd := exec.Command(binary, "config-test", "-config", confFile)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}}
+	cmd.Dir = "/"
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("config-test as user %s: %v\n%s", pkg, err, out)
+	}
+}
+
+func name(u *user.User, err error) string {
+	if err != nil {
+		return "?" + err.Error()
+	}
+	return u.Username
+}
+
+func groupName(gid string) string {
+	g, err := user.LookupGroupId(gid)
+	if err != nil {
+		return gid
+	}
+	return g.Name
+}
+
+func gunzip(t *testing.T, path string) string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	z, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	data, err := io.ReadAll(z)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return string(data)
+}
+
+// checkRPM compares the .rpm's files, modes and owners with the .deb's
+// (the unit directory aside) and checks its version, config flags and
+// scripts.
+func checkRPM(t *testing.T, bd build) {
+	rpmFiles := map[string]string{}
+	out := mustRun(t, "rpm", "-qp", "--qf", `[%{FILENAMES} %{FILEMODES:perms} %{FILEUSERNAME}:%{FILEGROUPNAME} %{FILEFLAGS:fflags}\n]`, bd.rpm)
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 3 {
+			t.Fatalf("rpm -qp: unexpected line %q", l)
+		}
+		flags := ""
+		if len(f) > 3 {
+			flags = f[3]
+		}
+		path := f[0]
+		if path == unitRPM {
+			path = unitDeb
+		}
+		rpmFiles[path] = f[1] + " " + f[2] + " " + flags
+	}
+
+	debFiles := map[string]string{}
+	conf := map[string]bool{}
+	for _, c := range strings.Fields(mustRun(t, "sh", "-c", "dpkg-deb --ctrl-tarfile \"$1\" | tar -xO ./conffiles", "sh", bd.deb)) {
+		conf[c] = true
+	}
+	for _, l := range strings.Split(strings.TrimSpace(mustRun(t, "dpkg-deb", "-c", bd.deb)), "\n") {
+		// drwxr-xr-x root/root 0 2026-11-26 21:24 ./etc/antespam-milter/
+		f := strings.Fields(l)
+		path := strings.TrimSuffix(strings.TrimPrefix(f[len(f)-1], "."), "/")
+		if f[0][0] == 'd' && path != confDir {
+			continue // rpm lists only the directories it owns
+		}
+		if path == "/usr/share/lintian/overrides/antespam-milter" {
+			continue // deb only
+		}
+		flags := ""
+		if conf[path] {
+			flags = "cn" // %config(noreplace)
+		}
+		if path == "/usr/share/doc/antespam-milter/copyright" || path == "/usr/share/doc/antespam-milter/README.md" ||
+			path == "/usr/share/doc/antespam-milter/changelog.gz" || path == "/usr/share/doc/antespam-milter/examples/postfix-chroot.conf" {
+			flags = rpmFiles[path][strings.LastIndexByte(rpmFiles[path], ' ')+1:] // nfpm may mark docs; only the layout matters
+		}
+		debFiles[path] = f[0] + " " + strings.Replace(f[1], "/", ":", 1) + " " + flags
+	}
+	if d, r := sortedKeys(debFiles), sortedKeys(rpmFiles); strings.Join(d, "\n") != strings.Join(r, "\n") {
+		t.Errorf("the .deb and the .rpm install different files:\ndeb:\n%s\nrpm:\n%s", strings.Join(d, "\n"), strings.Join(r, "\n"))
+	}
+	for path, want := range debFiles {
+		if got, ok := rpmFiles[path]; ok && got != want {
+			t.Errorf("%s: rpm %q, deb %q", path, got, want)
+		}
+	}
+
+	if v := mustRun(t, "rpm", "-qp", "--qf", "%{VERSION}", bd.rpm); v != bd.version {
+		t.Errorf("rpm VERSION = %q, want %q", v, bd.version)
+	}
+	scripts := mustRun(t, "rpm", "-qp", "--scripts", bd.rpm)
+	for _, want := range []string{
+		"preinstall scriptlet", "systemd-sysusers", "useradd",
+		"postinstall scriptlet", "try-restart",
+		"preuninstall scriptlet", "stop antespam-milter.service",
+		"postuninstall scriptlet", "daemon-reload",
+	} {
+		if !strings.Contains(scripts, want) {
+			t.Errorf("rpm -qp --scripts lacks %q:\n%s", want, scripts)
+		}
+	}
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
