@@ -63,6 +63,9 @@ func (h *hist) quantile(q float64) time.Duration {
 	if rank < 1 {
 		rank = 1
 	}
+	if rank >= n {
+		return time.Duration(h.max.Load())
+	}
 	var seen uint64
 	for i := range h.counts {
 		seen += h.counts[i].Load()
