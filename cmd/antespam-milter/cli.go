@@ -69,7 +69,7 @@ func usage(w io.Writer, msg string) int {
 }
 
 // newFlags makes a subcommand's flag set with a -config flag. Errors and
-// -h are reported by parse, which returns the status to exit with.
+// -h are handled by parseFlags, which returns the status to exit with.
 func newFlags(name string, stderr io.Writer) (*flag.FlagSet, *string) {
 	fs := flag.NewFlagSet("antespam-milter "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
