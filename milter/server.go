@@ -44,7 +44,8 @@ type ServerOptions struct {
 	MaxSessions int
 	// QueueTimeout is how long a connection beyond MaxSessions waits for a
 	// free slot before it is closed (and counted as refused); 0 means 1s.
-	// At most MaxSessions connections wait; more are refused at once.
+	// At most min(MaxSessions, 256) connections wait; more are refused at
+	// once, so that waiting cannot exhaust the file descriptors.
 	QueueTimeout time.Duration
 	// IdleTimeout closes a session that sends nothing for that long
 	// (session_idle_timeout); 0 means never.
@@ -283,6 +284,9 @@ func (s *Server) refuse(c net.Conn) {
 	}
 }
 
+// maxWaiting caps the connections waiting for a session slot.
+const maxWaiting = 256
+
 // listener feeds go-milter's Serve with admitted, tracked connections.
 // Its own accept loop retries temporary errors and enforces max_sessions.
 type listener struct {
@@ -360,7 +364,7 @@ func (l *listener) admit(c net.Conn) {
 		return
 	default:
 	}
-	if s.waiting.Add(1) > int64(s.opts.MaxSessions) {
+	if s.waiting.Add(1) > int64(min(s.opts.MaxSessions, maxWaiting)) {
 		s.waiting.Add(-1)
 		s.refuse(c)
 		return
