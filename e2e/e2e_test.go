@@ -352,6 +352,20 @@ func runCases(t *testing.T, e *env, r replies) {
 	})
 
 	t.Run("trusted client not refused", func(t *testing.T) {
+		// It is listed: without trusted_networks it would be refused.
+		b, err := os.ReadFile(e.daemonCfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		untrusted := filepath.Join(t.TempDir(), "untrusted.toml")
+		cfg := regexp.MustCompile(`(?m)^trusted_networks = .*$`).ReplaceAllString(string(b), "trusted_networks = []")
+		if err := os.WriteFile(untrusted, []byte(cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if out, errOut, code := testserver.RunDaemonCommand(t, "check", "-config", untrusted, "-no-cache", "host", clientTrusted); code != 1 {
+			t.Errorf("check host %s without trusted_networks: exit %d, want 1 (listed)\n%s%s", clientTrusted, code, out, errOut)
+		}
+
 		c := session(t, e.addr, clientTrusted, r)
 		c.expect(r.rcptOK("alice@example.com"), "RCPT TO:<alice@example.com>")
 		c.expect(r.unknown("nobody@example.com"), "RCPT TO:<nobody@example.com>")
