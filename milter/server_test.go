@@ -524,3 +524,33 @@ func TestAcceptErrors(t *testing.T) {
 		t.Errorf("Serve = %v, want boom", err)
 	}
 }
+
+// TestMaxSessionsQueueFull: when as many connections wait as the queue
+// holds, the next one is refused at once, and the waiting one gets in.
+func TestMaxSessionsQueueFull(t *testing.T) {
+	_, addr := startServer(t, newPolicy(t, newMapSource(), testConfig(), nil),
+		ServerOptions{MaxSessions: 1, QueueTimeout: 10 * time.Second}, discard())
+	first := dial(t, "tcp", addr)
+
+	waiting := make(chan error, 1)
+	go func() {
+		s, err := gomilter.NewClientWithOptions("tcp", addr, clientOpts).Session()
+		if err == nil {
+			s.Close()
+		}
+		waiting <- err
+	}()
+	time.Sleep(200 * time.Millisecond) // let it queue
+
+	start := time.Now()
+	if _, err := gomilter.NewClientWithOptions("tcp", addr, clientOpts).Session(); err == nil {
+		t.Fatal("a connection beyond the queue negotiated")
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("refused after %s, not at once", d)
+	}
+	first.Close()
+	if err := <-waiting; err != nil {
+		t.Errorf("queued connection: %v", err)
+	}
+}
