@@ -369,6 +369,9 @@ func (l *LDAP) search(ctx context.Context, base string, scope int, filter string
 		if l.closed.Load() {
 			return false, errLDAPClosed
 		}
+		if err := ctx.Err(); err != nil {
+			return false, fmt.Errorf("ldap search: %w", err)
+		}
 		s, err := l.acquire(ctx)
 		if err != nil {
 			return false, fmt.Errorf("ldap search: wait for a connection: %w", err)
