@@ -312,25 +312,22 @@ func (m *Memcache) Ping(ctx context.Context) error {
 // ItemKey is the memcached key of key's answer; tests and tools use it.
 func (m *Memcache) ItemKey(key Key) string { return m.itemKey(key) }
 
-func (m *Memcache) itemKey(key Key) string {
-	return m.opts.KeyPrefix + memcacheKeyBody(key, len(m.opts.KeyPrefix))
-}
+func (m *Memcache) itemKey(key Key) string { return memcacheKey(m.opts.KeyPrefix, key) }
 
 // lockKey lives in a namespace of its own ("lock:" is no kind).
-func (m *Memcache) lockKey(key Key) string {
-	return m.opts.KeyPrefix + "lock:" + memcacheKeyBody(key, len(m.opts.KeyPrefix)+len("lock:"))
-}
+func (m *Memcache) lockKey(key Key) string { return memcacheKey(m.opts.KeyPrefix+"lock:", key) }
 
-// memcacheKeyBody is kind:name, or kind:h:sha256(name) when name is not
-// safe as is in a key that already has used bytes.
-func memcacheKeyBody(key Key, used int) string {
+// memcacheKey is prefix + kind:name, or prefix + kind:h:sha256(name) when
+// name is not safe as is: too long, refused by memcached, non-ASCII, or
+// itself looking like a hashed name.
+func memcacheKey(prefix string, key Key) string {
 	kind := key.Kind.String()
-	if used+len(kind)+1+len(key.Name) <= memcachedMaxKey && safeKeyPart(key.Name) &&
+	if len(prefix)+len(kind)+1+len(key.Name) <= memcachedMaxKey && safeKeyPart(key.Name) &&
 		!strings.HasPrefix(key.Name, "h:") {
-		return kind + ":" + key.Name
+		return prefix + kind + ":" + key.Name
 	}
 	sum := sha256.Sum256([]byte(key.Name))
-	return kind + ":h:" + hex.EncodeToString(sum[:])
+	return prefix + kind + ":h:" + hex.EncodeToString(sum[:])
 }
 
 // safeKeyPart reports whether s is non-empty printable ASCII without
