@@ -10,6 +10,7 @@ package e2e_test
 import (
 	"fmt"
 	"os"
+	"os/user"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -99,6 +100,20 @@ servers = [%q]
 	return path
 }
 
+// setSocketAccess sets socket_mode and socket_group in a config written by
+// writeDaemonConfig.
+func setSocketAccess(t *testing.T, path, mode, group string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := strings.Replace(string(b), `socket_mode = "0666"`, fmt.Sprintf("socket_mode = %q\nsocket_group = %q", mode, group), 1)
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // snippet reads one of the README's MTA snippets from examples/.
 func snippet(t *testing.T, name string) string {
 	t.Helper()
@@ -140,6 +155,8 @@ func TestPostfix(t *testing.T) {
 	}
 	sock := filepath.Join(sockDir, "milter.sock")
 	unixCfg := writeDaemonConfig(t, t.TempDir(), "unix.toml", "unix:"+sock, e.slapd, e.memcached)
+	// As the README says: the socket's group is postfix, not world access.
+	setSocketAccess(t, unixCfg, "0660", "postfix")
 	testserver.StartDaemon(t, unixCfg)
 
 	_, inetAddr, _ := testserver.DialSpec(readListen(t, e.daemonCfg))
@@ -171,6 +188,17 @@ func TestPostfix(t *testing.T) {
 	})
 
 	t.Run("unix socket", func(t *testing.T) {
+		fi, err := os.Stat(sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g, err := user.LookupGroup("postfix")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if gid := strconv.Itoa(int(fi.Sys().(*syscall.Stat_t).Gid)); fi.Mode().Perm() != 0o660 || gid != g.Gid {
+			t.Errorf("socket %s: mode %v gid %s, want 0660 and group postfix (%s)", sock, fi.Mode().Perm(), gid, g.Gid)
+		}
 		c := dialSMTP(t, pf.Listeners[1], clientPlain)
 		c.expectPrefix("250", "EHLO client.test")
 		c.expectPrefix("250 2.1.0", "MAIL FROM:<sender@sender.example>")
