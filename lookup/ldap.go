@@ -130,6 +130,10 @@ func NewLDAP(opts LDAPOptions, log *slog.Logger) (*LDAP, error) {
 	if opts.BaseDN == "" {
 		return nil, errors.New("ldap: no base DN")
 	}
+	if opts.BindDN != "" && opts.BindPassword == "" {
+		// go-ldap refuses an unauthenticated simple bind (RFC 4513 5.1.2).
+		return nil, fmt.Errorf("ldap: bind DN %q has an empty password", opts.BindDN)
+	}
 	if opts.RecipientFilter == "" && opts.HostFilter == "" {
 		return nil, errors.New("ldap: neither a recipient nor a host filter")
 	}

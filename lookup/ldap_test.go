@@ -234,6 +234,8 @@ func TestLDAPOptionsErrors(t *testing.T) {
 		{"bad scheme", func(o *LDAPOptions) { o.URLs = []string{"http://127.0.0.1"} }, "scheme"},
 		{"no base", func(o *LDAPOptions) { o.BaseDN = "" }, "base DN"},
 		{"bad template", func(o *LDAPOptions) { o.RecipientFilter = "(mail=%s" }, "filter template"},
+		{"bind DN without a password", func(o *LDAPOptions) { o.BindDN = "cn=x" }, "empty password"},
+		{"no filters", func(o *LDAPOptions) { o.RecipientFilter, o.HostFilter = "", "" }, "filter"},
 		{"missing CA file", func(o *LDAPOptions) { o.TLSCAFile = "/nonexistent/ca.pem" }, "CA file"},
 	}
 	for _, tc := range tests {
