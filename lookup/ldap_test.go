@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -225,6 +227,10 @@ func TestLDAPFilterTemplates(t *testing.T) {
 }
 
 func TestLDAPOptionsErrors(t *testing.T) {
+	junkCA := filepath.Join(t.TempDir(), "junk.pem")
+	if err := os.WriteFile(junkCA, []byte("not a certificate\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name   string
 		change func(*LDAPOptions)
@@ -236,6 +242,7 @@ func TestLDAPOptionsErrors(t *testing.T) {
 		{"bad template", func(o *LDAPOptions) { o.RecipientFilter = "(mail=%s" }, "filter template"},
 		{"bind DN without a password", func(o *LDAPOptions) { o.BindDN = "cn=x" }, "empty password"},
 		{"no filters", func(o *LDAPOptions) { o.RecipientFilter, o.HostFilter = "", "" }, "filter"},
+		{"CA file without certificates", func(o *LDAPOptions) { o.TLSCAFile = junkCA }, "no PEM certificate"},
 		{"missing CA file", func(o *LDAPOptions) { o.TLSCAFile = "/nonexistent/ca.pem" }, "CA file"},
 	}
 	for _, tc := range tests {
