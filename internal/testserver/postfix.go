@@ -129,13 +129,14 @@ biff = no
 in_flow_delay = 0
 maillog_file = %[1]s/maillog
 maillog_file_prefixes = %[1]s
-milter_default_action = tempfail
 queue_run_delay = 1s
 minimal_backoff_time = 1s
 maximal_backoff_time = 2s
 smtp_connect_timeout = 5s
 
-# examples/postfix-main.cf.snippet, milter address substituted
+# The snippet (examples/postfix-main.cf.snippet), milter address
+# substituted: the milter settings, milter_default_action included, are
+# the snippet's alone.
 %[7]s
 
 %[8]s
