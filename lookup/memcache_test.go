@@ -575,3 +575,68 @@ func TestMemcacheReleasedLockIsTakenOver(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestTierStack composes the tiers as main does: LRU, coalescing,
+// memcached, directory.
+func TestTierStack(t *testing.T) {
+	server := testserver.StartMemcached(t)
+	clock := newFakeClock()
+	dir := directory(clock, "a@example.com")
+	sw := &switchSource{next: slowSource{next: dir, delay: 5 * time.Millisecond}}
+	count := &countingSource{next: sw}
+	stack := func() *LRU {
+		o := testMemcacheOptions()
+		o.Now = clock.Now
+		o.Backoff = -1 // every lookup tries memcached, so a stop is seen at once
+		mc, err := NewMemcache(count, []string{server.Addr()}, o, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := NewLRU(NewCoalesce(mc, nil), LRUOptions{Size: 100, TTL: time.Minute, NegativeTTL: 10 * time.Second, StaleMax: 24 * time.Hour, Now: clock.Now}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	ctx := context.Background()
+	k := rcptKey("a@example.com")
+
+	first := stack()
+	var wg sync.WaitGroup
+	errs := make(chan error, 200)
+	for range 200 {
+		wg.Go(func() {
+			if ans, err := first.Lookup(ctx, k); err != nil || !ans.Found {
+				errs <- fmt.Errorf("lookup: %+v, %v", ans, err)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	// Callers that came after the shared call ended hit the LRU; none
+	// but the first reached the directory.
+	if n := count.calls(); n != 1 {
+		t.Errorf("directory asked %d times for 200 concurrent lookups, want 1", n)
+	}
+	if ans, err := stack().Lookup(ctx, k); err != nil || ans.Tier != "memcache" {
+		t.Errorf("second daemon: %+v, %v; want from memcache", ans, err)
+	}
+
+	// Everything below the LRU fails: a fresh entry is a hit, an expired
+	// found one is served stale, a key never seen is an error.
+	server.Stop()
+	sw.down.Store(true)
+	if ans, err := first.Lookup(ctx, k); err != nil || ans.Tier != "lru" || ans.Stale {
+		t.Errorf("fresh entry with everything down: %+v, %v; want an lru hit", ans, err)
+	}
+	clock.Advance(2 * time.Hour)
+	if ans, err := first.Lookup(ctx, k); err != nil || !ans.Found || !ans.Stale || ans.Tier != "lru" {
+		t.Errorf("expired entry with everything down: %+v, %v; want a stale found answer from lru", ans, err)
+	}
+	if ans, err := first.Lookup(ctx, rcptKey("new@example.com")); !errors.Is(err, errDirectory) {
+		t.Errorf("new key with everything down: %+v, %v; want %v", ans, err, errDirectory)
+	}
+}
