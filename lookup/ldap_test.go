@@ -7,12 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -333,6 +335,42 @@ func TestLDAPAddWhileRunning(t *testing.T) {
 	}
 	if !mustLookup(t, l, ldapHost("203.0.113.66")).Found {
 		t.Error("host 203.0.113.66 not found after Add")
+	}
+}
+
+// A server that accepts and hangs up at once is not hammered: lookups
+// fail fast during the backoff instead of dialling each time.
+func TestLDAPBackoff(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var accepts atomic.Int64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepts.Add(1)
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); <-done })
+	l := newTestLDAP(t, ldapOptions("ldap://"+ln.Addr().String()), nil)
+	lookups := 0
+	for start := time.Now(); time.Since(start) < time.Second; lookups++ {
+		if _, err := l.Lookup(context.Background(), ldapRcpt("alice@example.com")); err == nil {
+			t.Fatal("Lookup against a server that hangs up: nil error")
+		}
+	}
+	// 4 slots, each backing off 100 ms, 200 ms, 400 ms...: about 16
+	// dials in a second; without a backoff, one per lookup.
+	t.Logf("%d connections for %d lookups", accepts.Load(), lookups)
+	if n := accepts.Load(); n > 40 {
+		t.Errorf("%d connections in 1s for %d lookups, want at most 40", n, lookups)
 	}
 }
 
