@@ -139,6 +139,14 @@ MAILER(`+"`smtp'"+`)dnl
 	}
 	writeMTAFile(t, filepath.Join(dir, "sendmail.cf"), string(cf))
 
+	// The packaged binary is set-group-ID (mail), and exec of a set-ID
+	// binary clears the parent-death signal Start asks for: run a plain
+	// copy, so that a test binary that dies (a go test timeout) takes
+	// sendmail with it.
+	plain := filepath.Join(dir, "sendmail")
+	if err := copyExecutable(bin, plain); err != nil {
+		t.Fatal(err)
+	}
 	// Sendmail logs only to syslog (/dev/log). In its mount namespace /dev
 	// is replaced by dir/dev: the few device nodes it needs, bound from the
 	// real /dev, and a datagram socket of the test's as /dev/log.
@@ -154,7 +162,7 @@ ln -s /proc/self/fd/0 %[2]s/dev/stdin
 ln -s /proc/self/fd/1 %[2]s/dev/stdout
 ln -s /proc/self/fd/2 %[2]s/dev/stderr
 mount --rbind %[2]s/dev /dev
-exec %[3]s -bD -C %[2]s/sendmail.cf`, SendmailHostname, dir, bin)
+exec %[3]s -bD -C %[2]s/sendmail.cf`, SendmailHostname, dir, plain)
 	s.proc = Start(t, exec.Command(unshare, "--uts", "--mount", "/bin/sh", "-c", script), filepath.Join(dir, "sendmail.out"))
 	for _, a := range []string{s.Addr, s.Addr6} {
 		if a == "" {
@@ -165,6 +173,15 @@ exec %[3]s -bD -C %[2]s/sendmail.cf`, SendmailHostname, dir, bin)
 		}
 	}
 	return s
+}
+
+// copyExecutable copies the file src to dst with mode 0755 (no set-ID bits).
+func copyExecutable(src, dst string) error {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(dst, b, 0o755)
 }
 
 // syslogSink collects what Sendmail sends to /dev/log.
