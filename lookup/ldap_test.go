@@ -338,6 +338,47 @@ func TestLDAPAddWhileRunning(t *testing.T) {
 	}
 }
 
+// 200 concurrent lookups of one new key through the coalescing tier reach
+// slapd as exactly one search. slapd is frozen until every caller has
+// joined the shared call, so the count does not depend on timing.
+func TestLDAPCoalescedLookupsOneSearch(t *testing.T) {
+	s := startLDAPDirectory(t, false)
+	opts := ldapOptions(s.URL())
+	opts.Timeout = 10 * time.Second
+	l := newTestLDAP(t, opts, nil)
+	c := NewCoalesce(l, nil)
+	var joined sync.WaitGroup
+	joined.Add(200)
+	c.joined = joined.Done
+	before := s.Searches()
+	s.Freeze()
+	key := ldapRcpt("bob+new@example.com", "bob@example.com")
+	var wg sync.WaitGroup
+	var found, failed atomic.Int64
+	for range 200 {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			a, err := c.Lookup(ctx, key)
+			switch {
+			case err != nil:
+				failed.Add(1)
+			case a.Found:
+				found.Add(1)
+			}
+		})
+	}
+	joined.Wait()
+	s.Thaw()
+	wg.Wait()
+	if found.Load() != 200 || failed.Load() != 0 {
+		t.Errorf("%d found, %d failed of 200", found.Load(), failed.Load())
+	}
+	if n := s.Searches() - before; n != 1 {
+		t.Errorf("slapd received %d searches for 200 concurrent lookups of one key, want 1", n)
+	}
+}
+
 // A server that accepts and hangs up at once is not hammered: lookups
 // fail fast during the backoff instead of dialling each time.
 func TestLDAPBackoff(t *testing.T) {
