@@ -3,12 +3,16 @@ package packaging_test
 import (
 	"bytes"
 	"compress/gzip"
+	"errors"
+	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -37,22 +41,24 @@ type build struct {
 	rpm     string
 }
 
-// makePackages runs `make package` for each version at once, each into
-// its own temporary directory, and returns the builds in the same order.
-func makePackages(t *testing.T, versions ...string) []build {
+// makePackages runs make with each target ("package" for both packages,
+// "deb") and version at once, each into its own temporary directory, and
+// returns the builds in the same order.
+func makePackages(t *testing.T, targets ...[2]string) []build {
 	t.Helper()
 	mk := testserver.Require(t, "make")
 	root := testserver.RepoRoot(t)
-	builds := make([]build, len(versions))
-	errs := make([]string, len(versions))
+	builds := make([]build, len(targets))
+	errs := make([]string, len(targets))
 	var wg sync.WaitGroup
-	for i, v := range versions {
+	for i, tv := range targets {
+		target, v := tv[0], tv[1]
 		dir := t.TempDir()
 		builds[i] = build{version: v, dir: dir}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			cmd := exec.Command(mk, "-C", root, "package", "VERSION="+v,
+			cmd := exec.Command(mk, "-C", root, target, "VERSION="+v,
 				"BIN="+filepath.Join(dir, "antespam-milter"), "DIST="+dir)
 			if out, err := cmd.CombinedOutput(); err != nil {
 				errs[i] = string(out) + err.Error()
@@ -62,11 +68,13 @@ func makePackages(t *testing.T, versions ...string) []build {
 	wg.Wait()
 	for i := range builds {
 		if errs[i] != "" {
-			t.Fatalf("make package VERSION=%s:\n%s", versions[i], errs[i])
+			t.Fatalf("make %s VERSION=%s:\n%s", targets[i][0], targets[i][1], errs[i])
 		}
 		b := &builds[i]
 		b.deb = onlyFile(t, b.dir, "*.deb")
-		b.rpm = onlyFile(t, b.dir, "*.rpm")
+		if targets[i][0] == "package" {
+			b.rpm = onlyFile(t, b.dir, "*.rpm")
+		}
 	}
 	return builds
 }
@@ -121,8 +129,8 @@ func status(t *testing.T) string {
 	return strings.TrimSpace(out)
 }
 
-// TestPackages builds the .deb and the .rpm twice (two versions), installs
-// the first .deb on this machine, checks what it installed, upgrades to the
+// TestPackages builds the .deb and the .rpm, and a .deb of a later version,
+// installs the first .deb on this machine, checks what it installed, upgrades to the
 // second with an edited config, removes and purges it, and compares the
 // .rpm's layout. It needs root and leaves the machine as it found it,
 // except for the antespam-milter user and group, which a purge keeps
@@ -145,10 +153,19 @@ func TestPackages(t *testing.T) {
 		mustRun(t, "groupdel", pkg)
 	}
 
+	t.Run("preinst without systemd-sysusers", func(t *testing.T) {
+		preinstFallback(t, "adduser", "systemd-sysusers")
+	})
+	t.Run("preinst without systemd-sysusers and adduser", func(t *testing.T) {
+		preinstFallback(t, "useradd", "systemd-sysusers", "adduser")
+	})
+
 	start := time.Now()
-	builds := makePackages(t, "0.0.1+test.a", "0.0.2+test.b")
+	// A is the install and the .rpm to compare; B, a later version, only
+	// the upgrade target.
+	builds := makePackages(t, [2]string{"package", "0.0.1+test.a"}, [2]string{"deb", "0.0.2+test.b"})
 	a, b := builds[0], builds[1]
-	t.Logf("make package twice, in parallel: %s", time.Since(start).Round(time.Millisecond))
+	t.Logf("make package and make deb, in parallel: %s", time.Since(start).Round(time.Millisecond))
 
 	// lintian takes a while: run it alongside the install checks.
 	var lintOut bytes.Buffer
@@ -246,19 +263,52 @@ func readFile(t *testing.T, path string) string {
 	return string(data)
 }
 
-// checkInstalled checks the files, the user, the conffiles and the
-// installed binary right after `dpkg -i`.
-func checkInstalled(t *testing.T, bd build) {
-	if s := status(t); s != "ii" {
-		t.Fatalf("dpkg status = %q, want ii", s)
+// preinstFallback runs packaging/scripts/preinstall.sh as rpm's %pre
+// would on a first install, with the hidden programs out of PATH, checks
+// the user and group it made (way names the path taken) and deletes them.
+func preinstFallback(t *testing.T, way string, hidden ...string) {
+	bin := t.TempDir()
+	for _, dir := range []string{"/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"} {
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			if slices.Contains(hidden, e.Name()) {
+				continue
+			}
+			// The first directory in PATH order wins, as for the shell.
+			_ = os.Symlink(filepath.Join(dir, e.Name()), filepath.Join(bin, e.Name()))
+		}
 	}
+	script := filepath.Join(testserver.RepoRoot(t), "packaging", "scripts", "preinstall.sh")
+	cmd := exec.Command("/bin/sh", "-x", script, "1")
+	cmd.Env = []string{"PATH=" + bin}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("preinstall.sh 1: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), way) {
+		t.Errorf("preinstall.sh did not use %s:\n%s", way, out)
+	}
+	defer func() {
+		_, _ = run("userdel", pkg)
+		_, _ = run("groupdel", pkg)
+	}()
+	checkUser(t)
+	// A second run (an upgrade) leaves the user alone.
+	if out, err := exec.Command("/bin/sh", script, "2").CombinedOutput(); err != nil {
+		t.Errorf("preinstall.sh 2: %v\n%s", err, out)
+	}
+}
+
+// checkUser checks the antespam-milter system user and its own group.
+func checkUser(t *testing.T) {
+	t.Helper()
 	u, err := user.Lookup(pkg)
 	if err != nil {
-		t.Fatalf("the install did not create the %s user: %v", pkg, err)
+		t.Fatalf("no %s user: %v", pkg, err)
 	}
 	g, err := user.LookupGroup(pkg)
 	if err != nil {
-		t.Fatalf("the install did not create the %s group: %v", pkg, err)
+		t.Fatalf("no %s group: %v", pkg, err)
 	}
 	if u.Gid != g.Gid {
 		t.Errorf("user %s has gid %s, want its own group's %s", pkg, u.Gid, g.Gid)
@@ -266,6 +316,19 @@ func checkInstalled(t *testing.T, bd build) {
 	if uid, _ := strconv.Atoi(u.Uid); uid == 0 || uid >= 1000 {
 		t.Errorf("user %s has uid %d, want a system uid", pkg, uid)
 	}
+	passwd := mustRun(t, "getent", "passwd", pkg)
+	if !strings.HasSuffix(strings.TrimSpace(passwd), "nologin") {
+		t.Errorf("user %s can log in: %s", pkg, passwd)
+	}
+}
+
+// checkInstalled checks the files, the user, the conffiles and the
+// installed binary right after `dpkg -i`.
+func checkInstalled(t *testing.T, bd build) {
+	if s := status(t); s != "ii" {
+		t.Fatalf("dpkg status = %q, want ii", s)
+	}
+	checkUser(t)
 
 	files := []struct {
 		path         string
@@ -320,6 +383,7 @@ func checkInstalled(t *testing.T, bd build) {
 		t.Errorf("%s config-test -config %s: %v\n%s", binary, confFile, err, out)
 	}
 	configTestAsDaemon(t)
+	t.Run("serve as the unit would", serveAsUnit)
 
 	// With the binary installed, verify finds nothing missing.
 	out, err = run("systemd-analyze", "verify", unitDeb)
@@ -340,9 +404,9 @@ func checkVersion(t *testing.T, v string) {
 	}
 }
 
-// configTestAsDaemon runs config-test as the daemon's user and group: the
-// unit reads the config (0640 root:antespam-milter) as them.
-func configTestAsDaemon(t *testing.T) {
+// daemonCredential is the antespam-milter user and group, as the unit's
+// User= and Group= set them (no supplementary groups).
+func daemonCredential(t *testing.T) *syscall.Credential {
 	t.Helper()
 	u, err := user.Lookup(pkg)
 	if err != nil {
@@ -350,8 +414,88 @@ func configTestAsDaemon(t *testing.T) {
 	}
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}
+}
+
+// serveAsUnit runs the installed binary the way antespam-milter.service
+// does (its user, its command line, an empty environment but for
+// NOTIFY_SOCKET, cwd /) on the installed config with only the port
+// changed, and checks READY=1, that it accepts connections, and that
+// SIGTERM ends it with STOPPING=1 and exit 0.
+func serveAsUnit(t *testing.T) {
+	port := testserver.FreePort(t, "127.0.0.1")
+	conf := filepath.Join(confDir, "package-test.toml")
+	data := strings.Replace(readFile(t, confFile), `listen = "inet:8890@127.0.0.1"`, fmt.Sprintf(`listen = "inet:%d@127.0.0.1"`, port), 1)
+	if err := os.WriteFile(conf, []byte(data), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(conf) })
+	if err := os.Chown(conf, 0, int(daemonCredential(t).Gid)); err != nil {
+		t.Fatal(err)
+	}
+
+	// The notify socket must be writable by the daemon's user; a short
+	// path: unix socket paths are limited to 108 bytes.
+	dir, err := os.MkdirTemp("", "notify")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sock := filepath.Join(dir, "n.sock")
+	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { notify.Close() })
+	if err := errors.Join(os.Chmod(dir, 0o755), os.Chmod(sock, 0o777)); err != nil {
+		t.Fatal(err)
+	}
+	expect := func(state string) {
+		t.Helper()
+		buf := make([]byte, 4096)
+		notify.SetReadDeadline(time.Now().Add(15 * time.Second))
+		for {
+			n, err := notify.Read(buf)
+			if err != nil {
+				t.Fatalf("waiting for %s on NOTIFY_SOCKET: %v", state, err)
+			}
+			if strings.Contains(string(buf[:n]), state) {
+				return
+			}
+		}
+	}
+
+	cmd := exec.Command(binary, "serve", "-config", conf)
+	cmd.Env = []string{"NOTIFY_SOCKET=" + sock}
+	cmd.Dir = "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: daemonCredential(t)}
+	p := testserver.Start(t, cmd, filepath.Join(t.TempDir(), "serve.log"))
+	expect("READY=1")
+	if err := testserver.WaitTCP(fmt.Sprintf("127.0.0.1:%d", port), 5*time.Second); err != nil {
+		t.Fatalf("%v\n%s", err, p.Output())
+	}
+	if err := p.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	expect("STOPPING=1")
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("serve after SIGTERM: %v\n%s", err, p.Output())
+		}
+	case <-time.After(15 * time.Second):
+		t.Errorf("serve still running 15s after SIGTERM\n%s", p.Output())
+	}
+}
+
+// configTestAsDaemon runs config-test as the daemon's user and group: the
+// unit reads the config (0640 root:antespam-milter) as them.
+func configTestAsDaemon(t *testing.T) {
+	t.Helper()
 	cmd := exec.Command(binary, "config-test", "-config", confFile)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: daemonCredential(t)}
 	cmd.Dir = "/"
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Errorf("config-test as user %s: %v\n%s", pkg, err, out)
