@@ -52,7 +52,7 @@ fmt:
 # rewrites the tables in BENCHMARKS.md; each also runs on its own, e.g.
 # `make bench-ceiling BENCH_FLAGS='-rounds 5 -d 6s'`.
 BENCH_FLAGS ?=
-BENCHES := bench-micro bench-ceiling bench-memcache bench-ldap bench-coalesce bench-memory bench-postfix
+BENCHES := bench-micro bench-ceiling bench-memcache bench-ldap bench-coalesce bench-memory bench-postfix bench-profile
 
 .PHONY: bench-build bench-deps $(BENCHES)
 

@@ -73,9 +73,10 @@ var benches = map[string]func(dir string) (string, error){
 	"memory":   benchMemory,
 	"postfix":  benchPostfix,
 	"micro":    benchMicro,
+	"profile":  benchProfile,
 }
 
-var order = []string{"machine", "micro", "ceiling", "memcache", "ldap", "coalesce", "memory", "postfix"}
+var order = []string{"machine", "micro", "ceiling", "memcache", "ldap", "coalesce", "memory", "postfix", "profile"}
 
 func main() {
 	flag.Usage = func() {

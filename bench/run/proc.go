@@ -31,6 +31,11 @@ var procs []*proc
 // start runs argv (pinned to cpus with taskset when cpus != "") in its own
 // process group, its output in dir/name.log.
 func start(dir, name, cpus string, argv ...string) (*proc, error) {
+	return startEnv(dir, name, cpus, nil, argv...)
+}
+
+// startEnv is start with more environment variables.
+func startEnv(dir, name, cpus string, env []string, argv ...string) (*proc, error) {
 	if cpus != "" {
 		argv = append([]string{"taskset", "-c", cpus}, argv...)
 	}
@@ -41,6 +46,9 @@ func start(dir, name, cpus string, argv ...string) (*proc, error) {
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = f, f
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		f.Close()

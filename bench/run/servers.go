@@ -120,6 +120,8 @@ type daemonConfig struct {
 	MaxSess   int
 	LogLevel  string
 	Extra     string // more TOML, appended
+	Bin       string // daemon binary; bin/antespam-milter when empty
+	Env       []string
 }
 
 type daemon struct {
@@ -170,7 +172,11 @@ base_dn = %[9]q
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		return nil, err
 	}
-	p, err := start(dir, name, cpus, binPath("antespam-milter"), "serve", "-config", path)
+	bin := c.Bin
+	if bin == "" {
+		bin = binPath("antespam-milter")
+	}
+	p, err := startEnv(dir, name, cpus, c.Env, bin, "serve", "-config", path)
 	if err != nil {
 		return nil, err
 	}
