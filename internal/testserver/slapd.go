@@ -134,6 +134,9 @@ func StartSlapd(t testing.TB, opts SlapdOptions) *Slapd {
 	if s.password == "" {
 		s.password = "secret"
 	}
+	if strings.ContainsAny(s.password, "\"\\\n") {
+		t.Fatalf("slapd: the root password cannot hold a quote, backslash or newline")
+	}
 	data := filepath.Join(s.dir, "data")
 	if err := os.Mkdir(data, 0o700); err != nil {
 		t.Fatalf("slapd: %v", err)
@@ -158,7 +161,7 @@ database mdb
 maxsize 67108864
 suffix "%[3]s"
 rootdn "%[4]s"
-rootpw %[5]s
+rootpw "%[5]s"
 directory %[1]s/data
 index objectClass eq
 index mail,mailLocalAddress,ipHostNumber,cn eq
