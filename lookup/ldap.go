@@ -404,6 +404,9 @@ func (l *LDAP) search(ctx context.Context, base string, scope int, filter string
 
 // searchOn runs req on c and gives back s's token when the request ends,
 // which may be after ctx is done: the token counts what the server holds.
+// Search runs in a goroutine rather than SearchAsync(ctx) because
+// SearchAsync ends without an error both on cancellation and on a closing
+// connection, which would read as "not found".
 func searchOn(ctx context.Context, s *ldapSlot, c *ldap.Conn, req *ldap.SearchRequest) (bool, error) {
 	if ctx.Done() == nil {
 		defer func() { <-s.sem }()
