@@ -108,9 +108,10 @@ type ldapSlot struct {
 }
 
 // NewLDAP checks opts and returns an LDAP source. It dials one connection
-// at once: a server that refuses the bind credentials is an error here,
-// while an unreachable server is only logged (lookups fail until it
-// answers).
+// at once: a server that answers but refuses (the bind credentials, or
+// StartTLS) is an error here, while an unreachable server, or one whose
+// certificate fails verification, is only logged (lookups fail until it
+// is fixed).
 func NewLDAP(opts LDAPOptions, log *slog.Logger) (*LDAP, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)

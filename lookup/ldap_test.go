@@ -678,6 +678,26 @@ func TestLDAPTLS(t *testing.T) {
 	}
 }
 
+// A server without TLS refuses StartTLS: the lookup fails, it never goes
+// on in plain text.
+func TestLDAPStartTLSRefusedFailsClosed(t *testing.T) {
+	s := startLDAPDirectory(t, false)
+	opts := ldapOptions(s.URL())
+	opts.StartTLS = true
+	// The server answered "no": a configuration error, refused at start.
+	l, err := NewLDAP(opts, nil)
+	if err == nil {
+		l.Close()
+		t.Fatal("NewLDAP with StartTLS against a server without TLS: nil error")
+	}
+	if !strings.Contains(err.Error(), "StartTLS") {
+		t.Fatalf("NewLDAP: %v; want a StartTLS error", err)
+	}
+	if n := s.Searches(); n != 0 {
+		t.Errorf("slapd received %d searches over plain text", n)
+	}
+}
+
 func TestLDAPPingAndClose(t *testing.T) {
 	s := startLDAPDirectory(t, false)
 	l := newTestLDAP(t, ldapOptions(s.URL()), nil)
