@@ -2,6 +2,7 @@ package milter
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"strings"
 	"testing"
@@ -330,4 +331,94 @@ func TestDeciderPanic(t *testing.T) {
 			t.Errorf("Rcpt = %q", got)
 		}
 	}
+}
+
+// TestSetPolicyUnderLoad: swapping the policy while sessions decide fails
+// none of them; each decision uses one policy or the other, whole.
+func TestSetPolicyUnderLoad(t *testing.T) {
+	src := newMapSource("known@example.org")
+	mk := func(text string) *Policy {
+		return newPolicy(t, src, testConfig(func(c *config.Config) { c.Recipients.RejectReply = "550 5.1.1 " + text + " {rcpt}" }), nil)
+	}
+	a, b := mk("policy-a"), mk("policy-b")
+	srv, addr := startServer(t, a, ServerOptions{}, discard())
+
+	stop := make(chan struct{})
+	swapped := make(chan int)
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-stop:
+				swapped <- n
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+			if n%2 == 0 {
+				srv.SetPolicy(b)
+			} else {
+				srv.SetPolicy(a)
+			}
+			n++
+		}
+	}()
+
+	const workers, rcpts = 8, 150
+	errs := make(chan error, workers)
+	counts := make(chan [2]int, workers)
+	for range workers {
+		go func() {
+			s, err := gomilter.NewClientWithOptions("tcp", addr, clientOpts).Session()
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer s.Close()
+			var c [2]int
+			for i := range rcpts {
+				if i%50 == 0 {
+					if _, err := s.Conn("h", gomilter.FamilyInet, 25, "10.0.0.1"); err != nil {
+						errs <- err
+						return
+					}
+					if _, err := s.Mail("a@b.test", nil); err != nil {
+						errs <- err
+						return
+					}
+				}
+				act, err := s.Rcpt("x@example.org", nil)
+				if err != nil {
+					errs <- err
+					return
+				}
+				switch reply(act) {
+				case "550 5.1.1 policy-a x@example.org":
+					c[0]++
+				case "550 5.1.1 policy-b x@example.org":
+					c[1]++
+				default:
+					errs <- errors.New("unexpected reply " + reply(act))
+					return
+				}
+			}
+			counts <- c
+			errs <- nil
+		}()
+	}
+	var total [2]int
+	for range workers {
+		if err := <-errs; err != nil {
+			t.Error(err)
+			continue
+		}
+		c := <-counts
+		total[0] += c[0]
+		total[1] += c[1]
+	}
+	close(stop)
+	n := <-swapped
+	if total[0]+total[1] != workers*rcpts && !t.Failed() {
+		t.Errorf("%d replies, want %d", total[0]+total[1], workers*rcpts)
+	}
+	t.Logf("%d swaps; replies by policy a %d, b %d", n, total[0], total[1])
 }
