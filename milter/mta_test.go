@@ -132,9 +132,11 @@ func TestPostfix(t *testing.T) {
 
 	for _, l := range []struct{ listed, addr string }{{"127.0.0.1", pf.Listeners[0]}, {"::1", pf.Listeners6[0]}} {
 		srv.SetPolicy(mtaPolicy(t, &logs, l.listed))
-		if g := smtpGreeting(t, l.addr); !strings.HasPrefix(g, "554") {
+		g := smtpGreeting(t, l.addr)
+		if !strings.HasPrefix(g, "554") {
 			t.Errorf("Postfix with %s listed: %q, want a 554", l.listed, g)
 		}
+		t.Logf("Postfix greets a listed client (%s): %q", l.listed, g)
 	}
 }
 
@@ -166,8 +168,10 @@ func TestSendmail(t *testing.T) {
 	checkMacros(t, &logs)
 	for _, l := range []struct{ listed, addr string }{{"127.0.0.1", sm.Addr}, {"::1", sm.Addr6}} {
 		srv.SetPolicy(mtaPolicy(t, &logs, l.listed))
-		if g := smtpGreeting(t, l.addr); !strings.HasPrefix(g, "554") {
+		g := smtpGreeting(t, l.addr)
+		if !strings.HasPrefix(g, "554") {
 			t.Errorf("Sendmail with %s listed: %q, want a 554", l.listed, g)
 		}
+		t.Logf("Sendmail greets a listed client (%s): %q", l.listed, g)
 	}
 }
