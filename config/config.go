@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"reflect"
 	"regexp"
 	"sort"
 	"strconv"
@@ -221,8 +222,11 @@ func Parse(name string, data []byte) (*Config, error) {
 	c := Default()
 	// The defaults' lists must not leak into an explicitly set list.
 	c.Recipients.AlwaysAccept = nil
-	lines := keyLines(data)
-	md, err := toml.Decode(string(data), &c)
+	v := &validator{file: name, lines: keyLines(data)}
+	// Decoded key by key: a value of the wrong type is reported with its
+	// key and line and does not hide the problems after it.
+	var top map[string]toml.Primitive
+	md, err := toml.Decode(string(data), &top)
 	if err != nil {
 		var pe toml.ParseError
 		if errors.As(err, &pe) {
@@ -230,20 +234,130 @@ func Parse(name string, data []byte) (*Config, error) {
 		}
 		return nil, Errors{{File: name, Msg: err.Error()}}
 	}
+	decodeKeys(&md, v, top, reflect.ValueOf(&c).Elem(), nil)
 	if !md.IsDefined("recipients", "always_accept") {
 		c.Recipients.AlwaysAccept = Default().Recipients.AlwaysAccept
 	}
-	v := &validator{file: name, lines: lines}
+	// decodeKeys reported the unknown keys it met; anything else left
+	// undecoded lies under one of them.
+	reported := map[string]bool{}
+	for _, e := range v.errs {
+		reported[e.Key] = true
+	}
+undecoded:
 	for _, k := range md.Undecoded() {
+		for i := 1; i <= len(k); i++ {
+			if reported[k[:i].String()] {
+				continue undecoded
+			}
+		}
 		v.add(k.String(), "unknown key")
 	}
+	// A key that did not decode keeps its default; validating it again
+	// would only add noise.
+	bad := map[string]bool{}
+	for _, e := range v.errs {
+		bad[e.Key] = true
+	}
+	decodeErrs := v.errs
+	v.errs = nil
 	c.Path = name
 	c.validate(v)
+	for _, e := range v.errs {
+		if !bad[e.Key] {
+			decodeErrs = append(decodeErrs, e)
+		}
+	}
+	v.errs = decodeErrs
 	if len(v.errs) > 0 {
-		sort.SliceStable(v.errs, func(i, j int) bool { return v.errs[i].Line < v.errs[j].Line })
+		sort.SliceStable(v.errs, func(i, j int) bool {
+			if v.errs[i].Line != v.errs[j].Line {
+				return v.errs[i].Line < v.errs[j].Line
+			}
+			return v.errs[i].Key < v.errs[j].Key
+		})
 		return nil, v.errs
 	}
 	return &c, nil
+}
+
+var durationType = reflect.TypeOf(time.Duration(0))
+
+// decodeKeys decodes each of prims into the field of rv (a struct) whose
+// toml tag is its key, recursing into sections, and reports the keys
+// that have none as unknown.
+func decodeKeys(md *toml.MetaData, v *validator, prims map[string]toml.Primitive, rv reflect.Value, path []string) {
+	fields := map[string]reflect.Value{}
+	for i := 0; i < rv.NumField(); i++ {
+		if tag := rv.Type().Field(i).Tag.Get("toml"); tag != "" && tag != "-" {
+			fields[tag] = rv.Field(i)
+		}
+	}
+	keys := make([]string, 0, len(prims))
+	for k := range prims {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		kp := append(append([]string(nil), path...), k)
+		key := strings.Join(kp, ".")
+		f, ok := fields[k]
+		if !ok {
+			v.add(key, "unknown key")
+			continue
+		}
+		if f.Kind() == reflect.Struct {
+			var sub map[string]toml.Primitive
+			// The decoder silently decodes a non-table into an empty map.
+			if err := md.PrimitiveDecode(prims[k], &sub); err != nil || md.Type(kp...) != "Hash" {
+				v.add(key, "must be a table ([%s]), not %s", key, article(md.Type(kp...)))
+				continue
+			}
+			decodeKeys(md, v, sub, f, kp)
+			continue
+		}
+		if f.Type() == durationType && md.Type(kp...) != "String" {
+			// The decoder would take a number as nanoseconds.
+			_ = md.PrimitiveDecode(prims[k], new(any)) // mark it decoded
+			v.add(key, "must be a duration string such as \"5s\", not %s", article(md.Type(kp...)))
+			continue
+		}
+		if err := md.PrimitiveDecode(prims[k], f.Addr().Interface()); err != nil {
+			v.add(key, "%s", decodeError(err, f.Type(), md.Type(kp...)))
+		}
+	}
+}
+
+// decodeError says why a value did not decode, without the decoder's
+// "toml: line N (last key ...)" prefix (Error has the line and key).
+func decodeError(err error, t reflect.Type, tomlType string) string {
+	var pe toml.ParseError
+	if errors.As(err, &pe) {
+		return pe.Message
+	}
+	want := map[reflect.Kind]string{
+		reflect.String: "a string", reflect.Bool: "true or false", reflect.Int: "an integer",
+		reflect.Slice: "an array",
+	}[t.Kind()]
+	if want != "" && strings.Contains(err.Error(), "incompatible types") {
+		return fmt.Sprintf("must be %s, not %s", want, article(tomlType))
+	}
+	msg := err.Error()
+	if i := strings.Index(msg, "): "); strings.HasPrefix(msg, "toml: ") && i >= 0 {
+		msg = msg[i+3:]
+	}
+	return msg
+}
+
+// article names a TOML type for a message: "a string", "an integer".
+func article(tomlType string) string {
+	switch tomlType {
+	case "":
+		return "a value of another type"
+	case "Integer", "Array", "Inline Table":
+		return "an " + strings.ToLower(tomlType)
+	}
+	return "a " + strings.ToLower(tomlType)
 }
 
 type validator struct {
@@ -253,7 +367,18 @@ type validator struct {
 }
 
 func (v *validator) add(key, format string, args ...any) {
-	v.errs = append(v.errs, Error{File: v.file, Line: v.lines[key], Key: key, Msg: fmt.Sprintf(format, args...)})
+	// A key in an inline table or a dotted key has no line of its own:
+	// its table's line is the next best.
+	line := 0
+	for k := key; line == 0 && k != ""; {
+		line = v.lines[k]
+		i := strings.LastIndexByte(k, '.')
+		if i < 0 {
+			break
+		}
+		k = k[:i]
+	}
+	v.errs = append(v.errs, Error{File: v.file, Line: line, Key: key, Msg: fmt.Sprintf(format, args...)})
 }
 
 var (
@@ -270,6 +395,12 @@ func (c *Config) validate(v *validator) {
 		if p, err := strconv.Atoi(m[2]); err != nil || p < 1 || p > 65535 {
 			v.add("listen", "port %q is not between 1 and 65535", m[2])
 		}
+		// The characters milter.Listen refuses in a host.
+		if host := strings.TrimSuffix(strings.TrimPrefix(strings.TrimPrefix(m[3], "@"), "["), "]"); strings.ContainsAny(host, "[]@/ \t") {
+			v.add("listen", "%q is not a host name or address", host)
+		}
+	} else if strings.ContainsRune(m[5], 0) {
+		v.add("listen", "the socket path holds a NUL")
 	}
 	if m, err := strconv.ParseUint(c.SocketMode, 8, 32); err != nil || m > 0o777 {
 		v.add("socket_mode", "%q is not an octal file mode such as \"0660\"", c.SocketMode)
@@ -312,7 +443,11 @@ func (c *Config) validate(v *validator) {
 		v.add("log_level", "%q is not debug, info, warn or error", c.LogLevel)
 	}
 	if c.MetricsListen != "" {
-		if _, err := netip.ParseAddrPort(c.MetricsListen); err != nil && !strings.HasPrefix(c.MetricsListen, "localhost:") {
+		if port, ok := strings.CutPrefix(c.MetricsListen, "localhost:"); ok {
+			if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 || port[0] == '+' || port[0] == '-' {
+				v.add("metrics_listen", "port %q is not a number between 0 and 65535", port)
+			}
+		} else if _, err := netip.ParseAddrPort(c.MetricsListen); err != nil {
 			v.add("metrics_listen", "%q is not HOST:PORT with an IP address: %v", c.MetricsListen, err)
 		}
 	}
@@ -402,13 +537,22 @@ func (l *LDAP) validate(v *validator, c *Config) {
 			v.add("ldap.tls_ca_file", "%v", err)
 		}
 	}
-	if (l.BindDN == "") != (l.BindPasswordFile == "") {
-		v.add("ldap.bind_password_file", "bind_dn and bind_password_file are set together or not at all")
+	// Reported on the key that is set, which has a line.
+	switch {
+	case l.BindDN != "" && l.BindPasswordFile == "":
+		v.add("ldap.bind_dn", "is set without ldap.bind_password_file (they are set together or not at all)")
+	case l.BindDN == "" && l.BindPasswordFile != "":
+		v.add("ldap.bind_password_file", "is set without ldap.bind_dn (they are set together or not at all)")
 	}
 	if l.BindPasswordFile != "" {
 		fi, err := os.Stat(l.BindPasswordFile)
 		if err != nil {
 			v.add("ldap.bind_password_file", "%v", err)
+			return
+		}
+		if !fi.Mode().IsRegular() {
+			// /dev/zero or a FIFO would hang the reading.
+			v.add("ldap.bind_password_file", "%s is not a regular file", l.BindPasswordFile)
 			return
 		}
 		data, err := os.ReadFile(l.BindPasswordFile)
@@ -417,6 +561,11 @@ func (l *LDAP) validate(v *validator, c *Config) {
 			return
 		}
 		l.BindPassword = strings.TrimRight(string(data), "\r\n")
+		if l.BindPassword == "" {
+			// An empty password makes a simple bind anonymous (RFC 4513
+			// §5.1.2); lookup.NewLDAP refuses it too.
+			v.add("ldap.bind_password_file", "%s holds no password", l.BindPasswordFile)
+		}
 		if fi.Mode().Perm()&0o004 != 0 {
 			c.Warnings = append(c.Warnings, fmt.Sprintf("%s: ldap.bind_password_file: %s is world-readable (mode %04o); chmod 0640 it", v.file, l.BindPasswordFile, fi.Mode().Perm()))
 		}
@@ -432,6 +581,7 @@ func filter(v *validator, key, f string) {
 		v.add(key, "%q has no %%s, %%u or %%d placeholder", f)
 	}
 	depth := 0
+scan:
 	for _, r := range f {
 		switch r {
 		case '(':
@@ -440,7 +590,7 @@ func filter(v *validator, key, f string) {
 			depth--
 		}
 		if depth < 0 {
-			break
+			break scan
 		}
 	}
 	if depth != 0 {
@@ -493,8 +643,8 @@ func splitHostPort(s string) (string, string, error) {
 	if i <= 0 || i == len(s)-1 {
 		return "", "", errors.New("missing port")
 	}
-	if _, err := strconv.Atoi(s[i+1:]); err != nil {
-		return "", "", errors.New("port is not a number")
+	if p, err := strconv.Atoi(s[i+1:]); err != nil || p < 1 || p > 65535 || s[i+1] == '+' {
+		return "", "", errors.New("port is not a number between 1 and 65535")
 	}
 	return s[:i], s[i+1:], nil
 }
