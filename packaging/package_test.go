@@ -16,7 +16,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -33,50 +32,52 @@ const (
 	unitRPM  = "/usr/lib/systemd/system/antespam-milter.service"
 )
 
-// build is one `make package` run into its own directory.
+// build is one make run ("package" for both packages, or "deb") into its
+// own directory, in the background.
 type build struct {
+	target  string
 	version string
 	dir     string
 	deb     string
 	rpm     string
+	done    chan struct{}
+	err     string // make's output when it failed
+	took    time.Duration
 }
 
-// makePackages runs make with each target ("package" for both packages,
-// "deb") and version at once, each into its own temporary directory, and
-// returns the builds in the same order.
-func makePackages(t *testing.T, targets ...[2]string) []build {
+// startMake starts `make TARGET VERSION=version` into a temporary
+// directory. Several at once get more of a busy machine's CPU.
+func startMake(t *testing.T, target, version string) *build {
 	t.Helper()
 	mk := testserver.Require(t, "make")
 	root := testserver.RepoRoot(t)
-	builds := make([]build, len(targets))
-	errs := make([]string, len(targets))
-	var wg sync.WaitGroup
-	for i, tv := range targets {
-		target, v := tv[0], tv[1]
-		dir := t.TempDir()
-		builds[i] = build{version: v, dir: dir}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			cmd := exec.Command(mk, "-C", root, target, "VERSION="+v,
-				"BIN="+filepath.Join(dir, "antespam-milter"), "DIST="+dir)
-			if out, err := cmd.CombinedOutput(); err != nil {
-				errs[i] = string(out) + err.Error()
-			}
-		}()
-	}
-	wg.Wait()
-	for i := range builds {
-		if errs[i] != "" {
-			t.Fatalf("make %s VERSION=%s:\n%s", targets[i][0], targets[i][1], errs[i])
+	b := &build{target: target, version: version, dir: t.TempDir(), done: make(chan struct{})}
+	t.Cleanup(func() { <-b.done }) // before the directory goes
+	go func() {
+		defer close(b.done)
+		start := time.Now()
+		cmd := exec.Command(mk, "-C", root, target, "VERSION="+version,
+			"BIN="+filepath.Join(b.dir, "antespam-milter"), "DIST="+b.dir)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.err = string(out) + err.Error()
 		}
-		b := &builds[i]
-		b.deb = onlyFile(t, b.dir, "*.deb")
-		if targets[i][0] == "package" {
-			b.rpm = onlyFile(t, b.dir, "*.rpm")
-		}
+		b.took = time.Since(start)
+	}()
+	return b
+}
+
+// wait waits for the make run and finds its packages.
+func (b *build) wait(t *testing.T) {
+	t.Helper()
+	<-b.done
+	if b.err != "" {
+		t.Fatalf("make %s VERSION=%s:\n%s", b.target, b.version, b.err)
 	}
-	return builds
+	t.Logf("make %s VERSION=%s: %s", b.target, b.version, b.took.Round(time.Millisecond))
+	b.deb = onlyFile(t, b.dir, "*.deb")
+	if b.target == "package" {
+		b.rpm = onlyFile(t, b.dir, "*.rpm")
+	}
 }
 
 func onlyFile(t *testing.T, dir, pattern string) string {
@@ -153,6 +154,12 @@ func TestPackages(t *testing.T) {
 		mustRun(t, "groupdel", pkg)
 	}
 
+	start := time.Now()
+	// A is the install and the .rpm to compare; B, a later version, only
+	// the upgrade target, built while A is checked.
+	a := startMake(t, "package", "0.0.1+test.a")
+	b := startMake(t, "deb", "0.0.2+test.b")
+
 	t.Run("preinst without systemd-sysusers", func(t *testing.T) {
 		preinstFallback(t, "adduser", "systemd-sysusers")
 	})
@@ -160,12 +167,7 @@ func TestPackages(t *testing.T) {
 		preinstFallback(t, "useradd", "systemd-sysusers", "adduser")
 	})
 
-	start := time.Now()
-	// A is the install and the .rpm to compare; B, a later version, only
-	// the upgrade target.
-	builds := makePackages(t, [2]string{"package", "0.0.1+test.a"}, [2]string{"deb", "0.0.2+test.b"})
-	a, b := builds[0], builds[1]
-	t.Logf("make package and make deb, in parallel: %s", time.Since(start).Round(time.Millisecond))
+	a.wait(t)
 
 	// lintian takes a while: run it alongside the install checks.
 	var lintOut bytes.Buffer
@@ -195,6 +197,7 @@ func TestPackages(t *testing.T) {
 		if err := os.WriteFile(confFile, []byte(edited), 0o640); err != nil {
 			t.Fatal(err)
 		}
+		b.wait(t)
 		dpkg(t, "-i", b.deb)
 		if got := readFile(t, confFile); got != edited {
 			t.Errorf("%s after the upgrade is not the edited one:\n%s", confFile, got)
@@ -279,6 +282,10 @@ func preinstFallback(t *testing.T, way string, hidden ...string) {
 		}
 	}
 	script := filepath.Join(testserver.RepoRoot(t), "packaging", "scripts", "preinstall.sh")
+	defer func() {
+		_, _ = run("userdel", pkg)
+		_, _ = run("groupdel", pkg)
+	}()
 	cmd := exec.Command("/bin/sh", "-x", script, "1")
 	cmd.Env = []string{"PATH=" + bin}
 	out, err := cmd.CombinedOutput()
@@ -288,10 +295,6 @@ func preinstFallback(t *testing.T, way string, hidden ...string) {
 	if !strings.Contains(string(out), way) {
 		t.Errorf("preinstall.sh did not use %s:\n%s", way, out)
 	}
-	defer func() {
-		_, _ = run("userdel", pkg)
-		_, _ = run("groupdel", pkg)
-	}()
 	checkUser(t)
 	// A second run (an upgrade) leaves the user alone.
 	if out, err := exec.Command("/bin/sh", script, "2").CombinedOutput(); err != nil {
@@ -324,7 +327,7 @@ func checkUser(t *testing.T) {
 
 // checkInstalled checks the files, the user, the conffiles and the
 // installed binary right after `dpkg -i`.
-func checkInstalled(t *testing.T, bd build) {
+func checkInstalled(t *testing.T, bd *build) {
 	if s := status(t); s != "ii" {
 		t.Fatalf("dpkg status = %q, want ii", s)
 	}
@@ -538,7 +541,7 @@ func gunzip(t *testing.T, path string) string {
 // checkRPM compares the .rpm's files, modes and owners with the .deb's
 // (the unit directory aside) and checks its version, config flags and
 // scripts.
-func checkRPM(t *testing.T, bd build) {
+func checkRPM(t *testing.T, bd *build) {
 	rpmFiles := map[string]string{}
 	out := mustRun(t, "rpm", "-qp", "--qf", `[%{FILENAMES} %{FILEMODES:perms} %{FILEUSERNAME}:%{FILEGROUPNAME} %{FILEFLAGS:fflags}\n]`, bd.rpm)
 	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
