@@ -58,6 +58,10 @@ func startMake(t *testing.T, target, version string) *build {
 		start := time.Now()
 		cmd := exec.Command(mk, "-C", root, target, "VERSION="+version,
 			"BIN="+filepath.Join(b.dir, "antespam-milter"), "DIST="+b.dir)
+		// Under `make test`, the outer make's flags and variables stay out.
+		cmd.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool {
+			return strings.HasPrefix(kv, "MAKEFLAGS=") || strings.HasPrefix(kv, "MFLAGS=") || strings.HasPrefix(kv, "MAKELEVEL=")
+		})
 		if out, err := cmd.CombinedOutput(); err != nil {
 			b.err = string(out) + err.Error()
 		}
