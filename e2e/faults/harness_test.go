@@ -67,6 +67,8 @@ type envOptions struct {
 	// cache, ldap and memcache are extra lines of those sections.
 	cache, ldap, memcache string
 	decisionTimeout       time.Duration
+	// slapd are the slapd options (the users are added to Entries).
+	slapd testserver.SlapdOptions
 }
 
 func startEnv(t *testing.T, o envOptions) *env {
@@ -75,7 +77,9 @@ func startEnv(t *testing.T, o envOptions) *env {
 	for i := range entries {
 		entries[i] = testserver.Person(fmt.Sprintf("user%d", i), userAddr(i))
 	}
-	e := &env{opts: o, slapd: testserver.StartSlapd(t, testserver.SlapdOptions{Entries: entries})}
+	so := o.slapd
+	so.Entries = append(entries, so.Entries...)
+	e := &env{opts: o, slapd: testserver.StartSlapd(t, so)}
 	if o.useMemcache {
 		e.mc = testserver.StartMemcached(t)
 	}
