@@ -127,9 +127,11 @@ type listFile struct {
 	// next is the earliest time (Unix nanoseconds) of the next change check.
 	next atomic.Int64
 	// busy is held by the one goroutine checking or reading the file; it
-	// guards seen.
+	// guards seen and failing.
 	busy atomic.Bool
 	seen os.FileInfo
+	// failing is the last background check's error, "" when it worked.
+	failing string
 }
 
 // listEntry is one parsed line: a key, or a network.
@@ -196,8 +198,16 @@ func (l *listFile) maybeReload(now time.Time) {
 	l.next.Store(now.Add(l.interval).UnixNano())
 	go func() {
 		defer l.busy.Store(false)
-		if err := l.reloadLocked(); err != nil {
+		err := l.reloadLocked()
+		// Warn once per distinct failure, not once a second while a file
+		// stays missing.
+		switch {
+		case err != nil && err.Error() != l.failing:
+			l.failing = err.Error()
 			l.log.Warn("keeping the previous list", "path", l.path, "err", err)
+		case err == nil && l.failing != "":
+			l.failing = ""
+			l.log.Info("list readable again", "path", l.path)
 		}
 	}()
 }

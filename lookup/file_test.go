@@ -225,8 +225,15 @@ func TestFileReload(t *testing.T) {
 		found(alice)
 		return strings.Contains(logs.String(), "keeping the previous list")
 	})
+	for range 5 {
+		found(alice)
+		time.Sleep(20 * time.Millisecond)
+	}
 	if !found(alice) || !found(carol) {
 		t.Error("contents lost with the file")
+	}
+	if n := strings.Count(logs.String(), "keeping the previous list"); n != 1 {
+		t.Errorf("warned %d times about one missing file, want once", n)
 	}
 	if err := f.Reload(); err == nil {
 		t.Error("Reload of a missing file: no error")
