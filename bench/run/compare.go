@@ -102,11 +102,11 @@ type target struct {
 func table(res map[int]map[string]*result, concs []int, base string, others []string, goals map[string]target) (string, bool) {
 	var b strings.Builder
 	allMet := true
-	b.WriteString("| -c | setup | sessions/s median (min–max) | RcptTo/s median | RcptTo p50 µs | RcptTo p99 µs median (min–max) | server CPU µs/session | sessions/s ratio per round | ratio median | p99 ratio median | CPU capacity ratio median | target | met? |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| -c | setup | sessions/s median (min–max) | RcptTo/s median | RcptTo p50 µs | RcptTo p99 µs median (min–max) | server CPU µs/session | sessions/s ratio per round | ratio median | p99 ratio median | CPU capacity ratio median | target | met (sessions/s, p99)? | met (CPU capacity)? |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, c := range concs {
 		br := res[c][base]
-		fmt.Fprintf(&b, "| %d | %s | %s | %.0f | %.0f | %s | %.0f | | | | | | |\n", c, base,
+		fmt.Fprintf(&b, "| %d | %s | %s | %.0f | %.0f | %s | %.0f | | | | | | | |\n", c, base,
 			statsOf(br.sessions()).f(0), statsOf(br.field(func(s *summary) float64 { return s.RcptsPerS })).med,
 			statsOf(br.field(func(s *summary) float64 { return s.Rcpt.P50 })).med, statsOf(br.p99()).f(0), statsOf(br.cpu()).med)
 		for _, o := range others {
@@ -125,10 +125,10 @@ func table(res map[int]map[string]*result, concs []int, base string, others []st
 			// over no-op; what sessions/s would be with the server's
 			// core saturated and nothing else on it.
 			cr := ratios(r.cpu(), br.cpu())
-			fmt.Fprintf(&b, "| %d | %s | %s | %.0f | %.0f | %s | %.0f | %s | **%.2f** | %.2f | %.2f | %s | %s |\n", c, o,
+			fmt.Fprintf(&b, "| %d | %s | %s | %.0f | %.0f | %s | %.0f | %s | **%.2f** | %.2f | **%.2f** | %s | %s | %s |\n", c, o,
 				statsOf(r.sessions()).f(0), statsOf(r.field(func(s *summary) float64 { return s.RcptsPerS })).med,
 				statsOf(r.field(func(s *summary) float64 { return s.Rcpt.P50 })).med, statsOf(r.p99()).f(0), statsOf(r.cpu()).med,
-				fmtList(sr, 2), ms, mp, statsOf(cr).med, goal, verdict(ok))
+				fmtList(sr, 2), ms, mp, statsOf(cr).med, goal, verdict(ok), verdict(statsOf(cr).med >= g.minSessions))
 		}
 	}
 	return b.String(), allMet

@@ -11,7 +11,7 @@ import (
 
 // benchMicro runs the Go benchmarks of the hot path and summarises them.
 func benchMicro(string) (string, error) {
-	args := []string{"test", "-run", "^$", "-bench", ".", "-benchmem", "-count", "3", "./lookup/", "./milter/"}
+	args := []string{"test", "-run", "^$", "-bench", ".", "-benchmem", "-benchtime", "500ms", "-count", "3", "./lookup/", "./milter/"}
 	cmd := exec.Command("go", args...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
