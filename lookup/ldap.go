@@ -3,13 +3,11 @@ package lookup
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -108,10 +106,13 @@ type ldapSlot struct {
 }
 
 // NewLDAP checks opts and returns an LDAP source. It dials one connection
-// at once: a server that answers but refuses (the bind credentials, or
-// StartTLS) is an error here, while an unreachable server, or one whose
-// certificate fails verification, is only logged (lookups fail until it
-// is fixed).
+// at once: a refusal that only a configuration change fixes (invalid
+// credentials, inappropriate authentication, confidentiality required,
+// insufficient access rights, or StartTLS refused while no other URL
+// answered) is an error here. Anything else (a busy, unavailable or
+// unwilling server, an unreachable one, a certificate that fails
+// verification) is only logged: lookups fail with that error until a
+// server answers.
 func NewLDAP(opts LDAPOptions, log *slog.Logger) (*LDAP, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -125,41 +126,16 @@ func NewLDAP(opts LDAPOptions, log *slog.Logger) (*LDAP, error) {
 	if opts.MaxInFlight <= 0 {
 		opts.MaxInFlight = 64
 	}
-	if len(opts.URLs) == 0 {
-		return nil, errors.New("ldap: no URLs")
+	if err := validateLDAPOptions(opts); err != nil {
+		return nil, err
 	}
-	if opts.BaseDN == "" {
-		return nil, errors.New("ldap: no base DN")
-	}
-	if opts.BindDN != "" && opts.BindPassword == "" {
-		// go-ldap refuses an unauthenticated simple bind (RFC 4513 5.1.2).
-		return nil, fmt.Errorf("ldap: bind DN %q has an empty password", opts.BindDN)
-	}
-	if opts.RecipientFilter == "" && opts.HostFilter == "" {
-		return nil, errors.New("ldap: neither a recipient nor a host filter")
-	}
-	for _, f := range []string{opts.RecipientFilter, opts.HostFilter} {
-		if f == "" {
-			continue
-		}
-		sample, _ := expandFilter(f, "user@example.com", Recipient)
-		if _, err := ldap.CompileFilter(sample); err != nil {
-			return nil, fmt.Errorf("ldap filter template %q: %w", f, err)
-		}
-	}
-	var tlsBase *tls.Config
+	tlsBase := &tls.Config{MinVersion: tls.VersionTLS12}
 	if opts.TLSCAFile != "" {
-		pem, err := os.ReadFile(opts.TLSCAFile)
+		pool, err := loadCAFile(opts.TLSCAFile)
 		if err != nil {
-			return nil, fmt.Errorf("ldap read CA file: %w", err)
+			return nil, err
 		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("ldap CA file %s: no PEM certificate in it", opts.TLSCAFile)
-		}
-		tlsBase = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-	} else {
-		tlsBase = &tls.Config{MinVersion: tls.VersionTLS12}
+		tlsBase.RootCAs = pool
 	}
 	l := &LDAP{opts: opts, log: log, timeLimit: int((opts.Timeout + time.Second - 1) / time.Second)}
 	for _, raw := range opts.URLs {
@@ -183,12 +159,44 @@ func NewLDAP(opts LDAPOptions, log *slog.Logger) (*LDAP, error) {
 	s.mu.Lock()
 	err := s.lastErr
 	s.mu.Unlock()
-	var le *ldap.Error
-	if errors.As(err, &le) && le.ResultCode < ldap.ErrorNetwork {
+	if isConfigError(err) {
 		l.Close()
 		return nil, err
 	}
+	if err != nil {
+		// Busy, unavailable, unreachable or an unverified certificate:
+		// it may pass, and a daemon that exits would not be restarted.
+		l.log.Warn("no ldap server usable at start; lookups fail until one is", "err", err)
+	}
 	return l, nil
+}
+
+// errStartTLSRefused marks a server's refusal of StartTLS.
+var errStartTLSRefused = errors.New("refused")
+
+// configErrorCodes are the result codes that a configuration change must
+// fix (credentials, authentication method, TLS, access rights), as
+// opposed to a busy or unavailable server.
+var configErrorCodes = map[uint16]bool{
+	ldap.LDAPResultInvalidCredentials:          true,
+	ldap.LDAPResultInappropriateAuthentication: true,
+	ldap.LDAPResultConfidentialityRequired:     true,
+	ldap.LDAPResultInsufficientAccessRights:    true,
+}
+
+// isConfigError reports whether err, a dial's failure (one error per URL
+// tried), includes one that only a configuration change fixes.
+func isConfigError(err error) bool {
+	if errs, ok := err.(joinedErrors); ok {
+		for _, e := range errs {
+			if isConfigError(e) {
+				return true
+			}
+		}
+		return false
+	}
+	var le *ldap.Error
+	return errors.Is(err, errStartTLSRefused) || (errors.As(err, &le) && configErrorCodes[le.ResultCode])
 }
 
 func parseLDAPURL(raw string, startTLS bool, base *tls.Config) (*ldapURL, error) {
@@ -432,12 +440,20 @@ func searchOn(ctx context.Context, s *ldapSlot, c *ldap.Conn, req *ldap.SearchRe
 }
 
 // searchResult: any entry means found, whatever followed it (slapd ends a
-// search that matched more than SizeLimit with sizeLimitExceeded).
+// search that matched more than SizeLimit with sizeLimitExceeded). No
+// entry but a referral is "don't know", not a miss: the entry may live on
+// the server referred to, which is not followed.
 func searchResult(r *ldap.SearchResult, err error) (bool, error) {
 	if r != nil && len(r.Entries) > 0 {
 		return true, nil
 	}
-	return false, err
+	if err != nil {
+		return false, err
+	}
+	if r != nil && len(r.Referrals) > 0 {
+		return false, fmt.Errorf("no entry, but a referral to %s (referrals are not followed)", strings.Join(r.Referrals, ", "))
+	}
+	return false, nil
 }
 
 // isConnError reports whether err means the connection is unusable rather
@@ -456,10 +472,13 @@ func isTimeout(err error) bool {
 }
 
 // acquire takes a request token on a slot: the first usable one with room,
-// so that light load shares one connection; when all are full it waits
-// on one chosen round-robin.
+// so that light load shares one connection; when all usable ones are full
+// it waits on one of them chosen round-robin (a slot in dial backoff would
+// only fail the request). When none is usable it takes any slot, to fail
+// at once with the dial error.
 func (l *LDAP) acquire(ctx context.Context) (*ldapSlot, error) {
 	now := time.Now()
+	full := 0 // usable slots without room
 	for _, s := range l.slots {
 		if !s.usable(now) {
 			continue
@@ -469,8 +488,24 @@ func (l *LDAP) acquire(ctx context.Context) (*ldapSlot, error) {
 			return s, nil
 		default:
 		}
+		full++
 	}
-	s := l.slots[int(l.next.Add(1)-1)%len(l.slots)]
+	turn := l.next.Add(1) - 1
+	s := l.slots[turn%uint32(len(l.slots))]
+	if full > 0 {
+		// The next usable slot in turn (if one became unusable meanwhile,
+		// the plain round-robin choice stands).
+		k := turn % uint32(full)
+		for _, c := range l.slots {
+			if c.usable(now) {
+				if k == 0 {
+					s = c
+					break
+				}
+				k--
+			}
+		}
+	}
 	select {
 	case s.sem <- struct{}{}:
 		return s, nil
@@ -589,9 +624,10 @@ func (l *LDAP) dialAny() (*ldap.Conn, *ldapURL, error) {
 		}
 		errs = append(errs, err)
 		var le *ldap.Error
-		if errors.As(err, &le) && le.ResultCode < ldap.ErrorNetwork {
-			// The server answered and refused (a bad bind): another
-			// replica would say the same.
+		if errors.As(err, &le) && configErrorCodes[le.ResultCode] {
+			// The server refused the credentials or the access: another
+			// replica would say the same. A busy or unwilling server, or
+			// one refusing StartTLS, is worth trying the next URL for.
 			return nil, nil, err
 		}
 	}
@@ -629,6 +665,11 @@ func (l *LDAP) dial(u *ldapURL) (*ldap.Conn, error) {
 	if u.scheme == "ldap" && u.tls != nil {
 		if err := c.StartTLS(u.tls); err != nil {
 			c.Close()
+			var le *ldap.Error
+			if errors.As(err, &le) && le.ResultCode < ldap.ErrorNetwork {
+				// The server answered no: never go on in plain text.
+				return nil, fmt.Errorf("ldap StartTLS with %s: %w: %w", u.raw, errStartTLSRefused, err)
+			}
 			return nil, fmt.Errorf("ldap StartTLS with %s: %w", u.raw, err)
 		}
 	}

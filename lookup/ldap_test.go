@@ -242,6 +242,9 @@ func TestLDAPOptionsErrors(t *testing.T) {
 		{"bad scheme", func(o *LDAPOptions) { o.URLs = []string{"http://127.0.0.1"} }, "scheme"},
 		{"no base", func(o *LDAPOptions) { o.BaseDN = "" }, "base DN"},
 		{"bad template", func(o *LDAPOptions) { o.RecipientFilter = "(mail=%s" }, "filter template"},
+		{"two filters side by side", func(o *LDAPOptions) { o.RecipientFilter = "(mail=%s)(cn=%s)" }, "filter template"},
+		{"host template with %d", func(o *LDAPOptions) { o.HostFilter = "(associatedDomain=%d)" }, "may only use %s"},
+		{"host template with %u", func(o *LDAPOptions) { o.HostFilter = "(|(cn=%s)(uid=%u))" }, "may only use %s"},
 		{"bind DN without a password", func(o *LDAPOptions) { o.BindDN = "cn=x" }, "empty password"},
 		{"no filters", func(o *LDAPOptions) { o.RecipientFilter, o.HostFilter = "", "" }, "filter"},
 		{"CA file without certificates", func(o *LDAPOptions) { o.TLSCAFile = junkCA }, "no PEM certificate"},
@@ -755,4 +758,142 @@ func BenchmarkLDAPLookup(b *testing.B) {
 			}
 		}
 	})
+}
+
+// A server that answers but cannot serve now (unwilling, a refused
+// StartTLS, a certificate that fails verification) makes the dial try the
+// next URL. Alone at start, it is logged and NewLDAP succeeds (so that the
+// daemon starts and recovers), except a refused StartTLS, which fails
+// closed; lookups fail with the server's reason, never miss.
+func TestLDAPFailoverPastRefusals(t *testing.T) {
+	plain := startLDAPDirectory(t, false)
+	served := startLDAPDirectory(t, true)
+	untrusted := startLDAPDirectory(t, true)
+	noProbe := testserver.StartSlapd(t, testserver.SlapdOptions{Entries: ldapEntries, Restrict: []string{"extended"}})
+	noBind := testserver.StartSlapd(t, testserver.SlapdOptions{Entries: ldapEntries, Restrict: []string{"bind"}})
+	tests := []struct {
+		name        string
+		first       string // refuses
+		second      string // serves
+		bind        bool
+		startTLS    bool
+		caFile      string
+		why         string // in the error of a lookup through first alone
+		fatalAtBoot bool
+	}{
+		{"unwilling to answer the probe (53)", noProbe.URL(), plain.URL(), false, false, "", "Unwilling To Perform", false},
+		{"unwilling to bind (53)", noBind.URL(), plain.URL(), true, false, "", "Unwilling To Perform", false},
+		{"certificate from another CA", untrusted.TLSURL(), served.TLSURL(), false, false, served.CAFile(), "certificate", false},
+		{"StartTLS refused", plain.URL(), served.URL(), false, true, served.CAFile(), "StartTLS", true},
+	}
+	alice := ldapRcpt("alice@example.com")
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := ldapOptions(tc.first, tc.second)
+			opts.StartTLS, opts.TLSCAFile = tc.startTLS, tc.caFile
+			if tc.bind {
+				opts.BindDN, opts.BindPassword = testserver.SlapdRootDN, "secret"
+			}
+			var logs bytes.Buffer
+			l := newTestLDAP(t, opts, slog.New(slog.NewTextHandler(&logs, nil)))
+			for range 3 {
+				if a := mustLookup(t, l, alice); !a.Found {
+					t.Fatal("alice not found through the second URL")
+				}
+			}
+			if !strings.Contains(logs.String(), tc.first) {
+				t.Errorf("no warning naming %s in the log:\n%s", tc.first, logs.String())
+			}
+
+			opts.URLs = opts.URLs[:1]
+			logs.Reset()
+			alone, err := NewLDAP(opts, slog.New(slog.NewTextHandler(&logs, nil)))
+			if tc.fatalAtBoot {
+				if err == nil || !strings.Contains(err.Error(), tc.why) {
+					t.Errorf("NewLDAP with %s alone: %v, want an error about %q", tc.first, err, tc.why)
+				}
+				if alone != nil {
+					alone.Close()
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("NewLDAP with %s alone: %v, want it to start and log", tc.first, err)
+			}
+			defer alone.Close()
+			if !strings.Contains(logs.String(), "no ldap server usable at start") {
+				t.Errorf("no start-up warning in the log:\n%s", logs.String())
+			}
+			a, err := alone.Lookup(context.Background(), alice)
+			if err == nil || !strings.Contains(err.Error(), tc.why) {
+				t.Errorf("Lookup through %s alone = %+v, %v; want an error about %q", tc.first, a, err, tc.why)
+			}
+		})
+	}
+}
+
+// Invalid credentials are a configuration error: the next URL is not
+// tried (another replica would refuse them too) and NewLDAP fails.
+func TestLDAPWrongPasswordStopsFailover(t *testing.T) {
+	first := startLDAPDirectory(t, false)
+	second := startLDAPDirectory(t, false)
+	opts := ldapOptions(first.URL(), second.URL())
+	opts.BindDN, opts.BindPassword = testserver.SlapdRootDN, "wrong-password"
+	l, err := NewLDAP(opts, nil)
+	if err == nil {
+		l.Close()
+		t.Fatal("NewLDAP with a wrong password: nil error")
+	}
+	if !strings.Contains(err.Error(), "Invalid Credentials") {
+		t.Errorf("NewLDAP: %v, want Invalid Credentials", err)
+	}
+	if strings.Contains(second.Log(), "BIND dn=") {
+		t.Error("the second URL was tried after invalid credentials")
+	}
+}
+
+// A search answered only with a referral (the entry may live on the
+// server referred to) is an error, not a miss.
+func TestLDAPReferralIsNotAMiss(t *testing.T) {
+	const ref = "ldap://ldap.other.example/ou=elsewhere,dc=example,dc=com"
+	s := testserver.StartSlapd(t, testserver.SlapdOptions{Entries: append(append([]testserver.Entry(nil), ldapEntries...), testserver.Referral("elsewhere", ref))})
+	l := newTestLDAP(t, ldapOptions(s.URL()), nil)
+	if !mustLookup(t, l, ldapRcpt("alice@example.com")).Found {
+		t.Error("alice not found beside a referral")
+	}
+	a, err := l.Lookup(context.Background(), ldapRcpt("nobody@example.com"))
+	if err == nil || !strings.Contains(err.Error(), "referral") || !strings.Contains(err.Error(), "ldap.other.example") {
+		t.Errorf("Lookup of an address not here, with a referral = %+v, %v; want an error naming the referral", a, err)
+	}
+	if err := l.Ping(context.Background()); err != nil {
+		t.Errorf("Ping: %v", err)
+	}
+}
+
+// When every usable connection is full, a lookup waits for one of them
+// rather than taking a slot in dial backoff, which would fail at once.
+func TestLDAPFullSlotsSkipBackoff(t *testing.T) {
+	s := startLDAPDirectory(t, false)
+	opts := ldapOptions(s.URL())
+	opts.Connections, opts.MaxInFlight = 2, 1
+	l := newTestLDAP(t, opts, nil)
+	healthy, backingOff := l.slots[0], l.slots[1]
+	backingOff.mu.Lock()
+	backingOff.failures = 5
+	backingOff.retryAt = time.Now().Add(time.Hour)
+	backingOff.lastErr = errors.New("test: dial failed")
+	backingOff.mu.Unlock()
+	for i := range 4 {
+		healthy.sem <- struct{}{} // a request in flight fills it
+		release := time.AfterFunc(50*time.Millisecond, func() { <-healthy.sem })
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		a, err := l.Lookup(ctx, ldapRcpt("alice@example.com"))
+		cancel()
+		if release.Stop() {
+			<-healthy.sem // not waited for: free it for the next round
+		}
+		if err != nil || !a.Found {
+			t.Fatalf("lookup %d with the healthy connection full = %+v, %v; want it to wait and find alice", i, a, err)
+		}
+	}
 }

@@ -50,6 +50,10 @@ type SlapdOptions struct {
 	// Quiet turns off slapd's stats log (for benchmarks, where it costs
 	// time and disk); Searches then fails the test.
 	Quiet bool
+	// Restrict lists operations slapd answers with unwillingToPerform
+	// (53) for everyone, as slapd.conf's restrict: "bind", "extended"
+	// (the "who am I?" probe), "search"...
+	Restrict []string
 }
 
 // Entry is one LDAP entry for Seed or Add. Attribute values are written
@@ -91,6 +95,17 @@ func Host(cn string, ipHostNumbers ...string) Entry {
 		attrs["ipHostNumber"] = ipHostNumbers
 	}
 	return Entry{DN: "cn=" + escapeDNValue(cn) + "," + SlapdHosts, Attrs: attrs}
+}
+
+// Referral is an entry under SlapdSuffix named ou=name that refers to
+// url (objectClass referral): a subtree search that does not use the
+// ManageDsaIT control gets a continuation reference to url for it.
+func Referral(name, url string) Entry {
+	return Entry{DN: "ou=" + escapeDNValue(name) + "," + SlapdSuffix, Attrs: map[string][]string{
+		"objectClass": {"referral", "extensibleObject"},
+		"ou":          {name},
+		"ref":         {url},
+	}}
 }
 
 // Slapd is an OpenLDAP slapd started by a test: back-mdb, suffix
@@ -141,10 +156,13 @@ func StartSlapd(t testing.TB, opts SlapdOptions) *Slapd {
 	if err := os.Mkdir(data, 0o700); err != nil {
 		t.Fatalf("slapd: %v", err)
 	}
-	var tlsConf string
+	var global string
+	if len(opts.Restrict) > 0 {
+		global = "restrict " + strings.Join(opts.Restrict, " ") + "\n"
+	}
 	if opts.TLS {
 		s.tlsPort = FreePort(t, "127.0.0.1")
-		tlsConf = s.writeCerts()
+		global += s.writeCerts()
 	}
 	conf := fmt.Sprintf(`# written by testserver.StartSlapd
 include /etc/ldap/schema/core.schema
@@ -165,7 +183,7 @@ rootpw "%[5]s"
 directory %[1]s/data
 index objectClass eq
 index mail,mailLocalAddress,ipHostNumber,cn eq
-`, s.dir, tlsConf, SlapdSuffix, SlapdRootDN, s.password)
+`, s.dir, global, SlapdSuffix, SlapdRootDN, s.password)
 	s.conf = filepath.Join(s.dir, "slapd.conf")
 	writeFile(t, s.conf, conf)
 
