@@ -2,11 +2,19 @@ package lookup
 
 import (
 	"context"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/antespam/antespam-milter/metrics"
 )
 
 // Decision is the Checker's answer to one question.
@@ -45,6 +53,13 @@ type CheckerOptions struct {
 	// besides postmaster, which always is (RFC 5321 section 4.5.1). They
 	// compare without regard to case, with or without an extension.
 	AlwaysAccept []string
+	// RecipientSourceID and HostSourceID name the directory that answers
+	// each kind: for the file source the list's path, for LDAP its URLs,
+	// base DN and the kind's filter. With the rules above that change what
+	// an answer means, they make Key.Scope, so that no cache serves an
+	// answer given under other rules or by another directory.
+	RecipientSourceID string
+	HostSourceID      string
 }
 
 // Checker turns a recipient address or a client host into a Key, asks its
@@ -58,6 +73,8 @@ type Checker struct {
 	domains map[string]bool
 	// always holds lower-cased local parts answered without a lookup.
 	always map[string]bool
+	// rcptScope and hostScope are Key.Scope for each kind, computed once.
+	rcptScope, hostScope string
 }
 
 // NewChecker returns a Checker asking src. It fails when src is nil or a
@@ -95,7 +112,26 @@ func NewChecker(src Source, opts CheckerOptions) (*Checker, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("new checker: %w", err)
 	}
+	c.rcptScope = keyScope("rcpt", opts.RecipientDelimiter, strconv.FormatBool(opts.CatchAll),
+		strconv.FormatBool(opts.CaseFoldLocalPart), opts.RecipientSourceID)
+	c.hostScope = keyScope("host", opts.HostSourceID)
 	return c, nil
+}
+
+// keyScope is a Key.Scope: 8 hex digits of the FNV-1a hash of the fields,
+// each length-prefixed so that no two field lists hash the same text.
+// Domains and AlwaysAccept are not part of it: they decide whether a
+// lookup is made, not what its answer means.
+func keyScope(fields ...string) string {
+	h := fnv.New64a()
+	for _, f := range fields {
+		h.Write(strconv.AppendInt(nil, int64(len(f)), 10))
+		h.Write([]byte{':'})
+		h.Write([]byte(f))
+	}
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], h.Sum64())
+	return hex.EncodeToString(b[:4])
 }
 
 // Recipient decides whether addr (as given to RCPT TO, with or without
@@ -109,6 +145,7 @@ func (c *Checker) Recipient(ctx context.Context, addr string) (Decision, error) 
 		return Decision{Duration: time.Since(start)}, err
 	}
 	if tier != "" {
+		countLookup(tier, resultFound)
 		return Decision{Item: key.Name, Found: true, Tier: tier, Duration: time.Since(start)}, nil
 	}
 	return c.ask(ctx, key, start)
@@ -130,7 +167,7 @@ func (c *Checker) recipientKey(addr string) (key Key, tier string, err error) {
 	if err != nil {
 		return Key{}, "", err
 	}
-	key = Key{Kind: Recipient, Name: local + "@" + domain}
+	key = Key{Kind: Recipient, Scope: c.rcptScope, Name: local + "@" + domain}
 	if c.domains != nil && !c.domains[domain] {
 		return key, TierNotOurs, nil
 	}
@@ -189,16 +226,78 @@ func (c *Checker) HostKey(addr netip.Addr, hostname string) Key {
 	default:
 		name = cands[0] + " " + h
 	}
-	return Key{Kind: Host, Name: name, Candidates: cands}
+	return Key{Kind: Host, Scope: c.hostScope, Name: name, Candidates: cands}
 }
 
-// ask looks key up in the Source.
+// ask looks key up in the Source and counts the answer in
+// metrics.Lookups.
 func (c *Checker) ask(ctx context.Context, key Key, start time.Time) (Decision, error) {
 	ans, err := c.src.Lookup(ctx, key)
 	d := Decision{Item: key.Name, Duration: time.Since(start)}
 	if err != nil {
-		return d, fmt.Errorf("look up %s: %w", key, err)
+		countLookup(tierError, resultError)
+		// The key is named once: a tier below (coalescing) may have
+		// named it already.
+		if k := key.String(); !strings.Contains(err.Error(), k) {
+			err = fmt.Errorf("look up %s: %w", k, err)
+		}
+		return d, err
 	}
 	d.Found, d.Tier, d.Stale = ans.Found, ans.Tier, ans.Stale
+	switch {
+	case ans.Stale:
+		countLookup(ans.Tier, resultStale)
+	case ans.Found:
+		countLookup(ans.Tier, resultFound)
+	default:
+		countLookup(ans.Tier, resultNotFound)
+	}
 	return d, nil
+}
+
+// Results of metrics.Lookups, as indexes into lookupCounters.
+const (
+	resultFound = iota
+	resultNotFound
+	resultStale
+	resultError
+	numResults
+)
+
+var resultNames = [numResults]string{"found", "not_found", "stale", "error"}
+
+// tierError is the tier label of a failed lookup: the Checker does not
+// know which tier failed (the error says).
+const tierError = "error"
+
+// lookupCounters holds the metrics.Lookups series resolved once, so that
+// counting a decision is a map read and an atomic add. Only the pairs that
+// occur are made (a not-ours answer is always found); any other pair, such
+// as a test's fake tier, is resolved when used.
+var lookupCounters = func() map[string]*[numResults]prometheus.Counter {
+	m := map[string]*[numResults]prometheus.Counter{}
+	add := func(tier string, results ...int) {
+		var cs [numResults]prometheus.Counter
+		for _, r := range results {
+			cs[r] = metrics.Lookups.WithLabelValues(tier, resultNames[r])
+		}
+		m[tier] = &cs
+	}
+	add("lru", resultFound, resultNotFound, resultStale)
+	add("memcache", resultFound, resultNotFound, resultStale)
+	add("ldap", resultFound, resultNotFound)
+	add("file", resultFound, resultNotFound)
+	add(TierNotOurs, resultFound)
+	add(TierAlways, resultFound)
+	add(tierError, resultError)
+	return m
+}()
+
+// countLookup counts one decision in metrics.Lookups.
+func countLookup(tier string, result int) {
+	if cs := lookupCounters[tier]; cs != nil && cs[result] != nil {
+		cs[result].Inc()
+		return
+	}
+	metrics.Lookups.WithLabelValues(tier, resultNames[result]).Inc()
 }

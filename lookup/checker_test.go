@@ -9,6 +9,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/antespam/antespam-milter/internal/testserver"
+	"github.com/antespam/antespam-milter/metrics"
 )
 
 // candidateSource is a fake directory: a key is found when any candidate is in
@@ -297,4 +300,174 @@ func BenchmarkChecker(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestCheckerScope: every rule that changes what an answer means, and the
+// directory's identity, changes Key.Scope; rules that only decide whether
+// to look up do not.
+func TestCheckerScope(t *testing.T) {
+	base := CheckerOptions{Domains: []string{"example.com"}, RecipientDelimiter: "+", CaseFoldLocalPart: true,
+		CatchAll: true, RecipientSourceID: "file:/etc/r", HostSourceID: "file:/etc/h"}
+	c := newCheckerT(t, newCandidateSource(), base)
+	rk, _, err := c.RecipientKey("alice@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hk := c.HostKey(netip.MustParseAddr("192.0.2.1"), "")
+	if len(rk.Scope) != 8 || len(hk.Scope) != 8 || rk.Scope == hk.Scope {
+		t.Fatalf("scopes %q (rcpt) and %q (host); want 8 hex digits each, different", rk.Scope, hk.Scope)
+	}
+	for _, tt := range []struct {
+		name               string
+		change             func(*CheckerOptions)
+		rcptSame, hostSame bool
+	}{
+		{"same rules", func(*CheckerOptions) {}, true, true},
+		{"domains", func(o *CheckerOptions) { o.Domains = append(o.Domains, "example.org") }, true, true},
+		{"always_accept", func(o *CheckerOptions) { o.AlwaysAccept = []string{"abuse"} }, true, true},
+		{"catch_all", func(o *CheckerOptions) { o.CatchAll = false }, false, true},
+		{"delimiter", func(o *CheckerOptions) { o.RecipientDelimiter = "+-" }, false, true},
+		{"no delimiter", func(o *CheckerOptions) { o.RecipientDelimiter = "" }, false, true},
+		{"case folding", func(o *CheckerOptions) { o.CaseFoldLocalPart = false }, false, true},
+		{"recipient directory", func(o *CheckerOptions) { o.RecipientSourceID = "file:/etc/r2" }, false, true},
+		{"host directory", func(o *CheckerOptions) { o.HostSourceID = "file:/etc/h2" }, true, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			o := base
+			tt.change(&o)
+			c2 := newCheckerT(t, newCandidateSource(), o)
+			rk2, _, _ := c2.RecipientKey("alice@example.com")
+			hk2 := c2.HostKey(netip.MustParseAddr("192.0.2.1"), "")
+			if (rk2.Scope == rk.Scope) != tt.rcptSame || (hk2.Scope == hk.Scope) != tt.hostSame {
+				t.Errorf("rcpt scope %q -> %q, host scope %q -> %q; want same: rcpt %v, host %v",
+					rk.Scope, rk2.Scope, hk.Scope, hk2.Scope, tt.rcptSame, tt.hostSame)
+			}
+		})
+	}
+}
+
+// TestCheckerScopeSeparatesCaches: a not-found given under catch_all =
+// false, cached in a shared LRU (kept across a reload) or in memcached
+// (shared by a fleet), never answers for catch_all = true.
+func TestCheckerScopeSeparatesCaches(t *testing.T) {
+	server := testserver.StartMemcached(t)
+	dir := newCandidateSource("@example.com")
+	strict := CheckerOptions{Domains: []string{"example.com"}, CatchAll: false, RecipientSourceID: "file:/r"}
+	loose := strict
+	loose.CatchAll = true
+	ctx := context.Background()
+
+	t.Run("memcached", func(t *testing.T) {
+		a := newMemcacheDaemon(t, server.Addr(), dir, testMemcacheOptions())
+		b := newMemcacheDaemon(t, server.Addr(), dir, testMemcacheOptions())
+		ca, cb := newCheckerT(t, a.mc, strict), newCheckerT(t, b.mc, loose)
+		if d, err := ca.Recipient(ctx, "nobody@example.com"); err != nil || d.Found {
+			t.Fatalf("catch_all off: %+v, %v; want not found", d, err)
+		}
+		if d, err := ca.Recipient(ctx, "nobody@example.com"); err != nil || d.Found || d.Tier != "memcache" {
+			t.Fatalf("catch_all off, again: %+v, %v; want the cached not-found", d, err)
+		}
+		d, err := cb.Recipient(ctx, "nobody@example.com")
+		if err != nil || !d.Found || d.Tier != "map" {
+			t.Errorf("catch_all on, same memcached: %+v, %v; want found by the directory", d, err)
+		}
+		ka, _, _ := ca.RecipientKey("nobody@example.com")
+		kb, _, _ := cb.RecipientKey("nobody@example.com")
+		if a.mc.ItemKey(ka) == b.mc.ItemKey(kb) {
+			t.Errorf("both rule sets use the memcached key %q", a.mc.ItemKey(ka))
+		}
+	})
+
+	t.Run("lru", func(t *testing.T) {
+		count := &countingSource{next: dir}
+		l, err := NewLRU(count, LRUOptions{Size: 100, TTL: time.Hour, NegativeTTL: time.Hour, StaleMax: time.Hour}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ca, cb := newCheckerT(t, l, strict), newCheckerT(t, l, loose)
+		if d, err := ca.Recipient(ctx, "nobody@example.com"); err != nil || d.Found {
+			t.Fatalf("catch_all off: %+v, %v; want not found", d, err)
+		}
+		if d, err := cb.Recipient(ctx, "nobody@example.com"); err != nil || !d.Found || d.Tier != "map" {
+			t.Errorf("catch_all on, same LRU: %+v, %v; want found by the directory", d, err)
+		}
+		if d, err := ca.Recipient(ctx, "nobody@example.com"); err != nil || d.Found || d.Tier != "lru" {
+			t.Errorf("catch_all off, again: %+v, %v; want its own cached not-found", d, err)
+		}
+	})
+}
+
+// TestCheckerCountsLookups: one antespam_lookups_total count per decision,
+// by the tier that answered and the result.
+func TestCheckerCountsLookups(t *testing.T) {
+	src := &switchSource{next: newCandidateSource("alice@example.com")}
+	l, err := NewLRU(src, LRUOptions{Size: 10, TTL: time.Nanosecond, NegativeTTL: time.Hour, StaleMax: time.Hour}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newCheckerT(t, l, CheckerOptions{Domains: []string{"example.com"}})
+	ctx := context.Background()
+	count := func(tier, result string) float64 {
+		return counterValue(t, metrics.Lookups.WithLabelValues(tier, result))
+	}
+	for _, tt := range []struct {
+		name, addr   string
+		down         bool
+		tier, result string
+	}{
+		{"directory found", "alice@example.com", false, "map", "found"},
+		{"directory not found", "bob@example.com", false, "map", "not_found"},
+		{"lru not found", "bob@example.com", false, "lru", "not_found"},
+		{"stale", "alice@example.com", true, "lru", "stale"},
+		{"error", "carol@example.com", true, "error", "error"},
+		{"not ours", "alice@example.org", false, TierNotOurs, "found"},
+		{"always", "postmaster@example.com", false, TierAlways, "found"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			src.down.Store(tt.down)
+			before := count(tt.tier, tt.result)
+			_, err := c.Recipient(ctx, tt.addr)
+			if (err != nil) != (tt.result == "error") {
+				t.Fatalf("Recipient(%q): %v", tt.addr, err)
+			}
+			if got := count(tt.tier, tt.result) - before; got != 1 {
+				t.Errorf("lookups{tier=%q,result=%q} went up by %v, want 1", tt.tier, tt.result, got)
+			}
+		})
+	}
+	before := count(tierError, "error")
+	if _, err := c.Recipient(ctx, "bad address"); !errors.Is(err, ErrBadAddress) {
+		t.Fatalf("bad address: %v", err)
+	}
+	if got := count(tierError, "error") - before; got != 0 {
+		t.Errorf("a malformed address counted as a lookup error")
+	}
+}
+
+// TestCheckerNamesKeyOnce: the error of a failed lookup names the key
+// once, whether or not a tier below already did.
+func TestCheckerNamesKeyOnce(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, tt := range []struct {
+		name string
+		src  Source
+	}{
+		{"plain error", &switchSource{next: newCandidateSource()}},
+		{"coalesced, cancelled", NewCoalesce(newCandidateSource(), nil)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if s, ok := tt.src.(*switchSource); ok {
+				s.down.Store(true)
+			}
+			c := newCheckerT(t, tt.src, CheckerOptions{})
+			_, err := c.Recipient(ctx, "alice@example.com")
+			if err == nil {
+				t.Fatal("no error")
+			}
+			if n := strings.Count(err.Error(), "alice@example.com"); n != 1 {
+				t.Errorf("error %q names the key %d times, want once", err, n)
+			}
+		})
+	}
 }

@@ -33,10 +33,13 @@ type LRUOptions struct {
 // evicted by size, so a found answer can bridge a failure of the next tier
 // for up to StaleMax after the directory gave it.
 //
-// Freshness is measured from when this tier stored the answer, staleness
-// from when the directory gave it (Answer.At): an answer that memcached
-// has held for 50 minutes is still worth a minute in this process,
-// otherwise every older memcached answer would miss here on every lookup.
+// A found answer is fresh for TTL from when this tier stored it: one that
+// memcached has held for 50 minutes is still worth a minute in this
+// process, otherwise every older memcached answer would miss here on every
+// lookup. A not-found answer is fresh for NegativeTTL from when the
+// directory gave it (Answer.At), so that the caches together never say "no
+// such user" longer after the directory did than the longer of their
+// negative TTLs. Staleness is always measured from Answer.At.
 type LRU struct {
 	next  Source
 	cache *lru.Cache[lruKey, lruEntry] // nil when Size is 0
@@ -51,8 +54,9 @@ type LRU struct {
 // lruKey is Key without Candidates. A struct key needs no string to be
 // built, so a hit allocates nothing.
 type lruKey struct {
-	kind Kind
-	name string
+	kind  Kind
+	scope string
+	name  string
 }
 
 // lruEntry holds no pointers (times are Unix nanoseconds, not time.Time)
@@ -95,11 +99,11 @@ func (l *LRU) Lookup(ctx context.Context, key Key) (Answer, error) {
 	if l.cache == nil {
 		return l.next.Lookup(ctx, key)
 	}
-	k := lruKey{kind: key.Kind, name: key.Name}
+	k := lruKey{kind: key.Kind, scope: key.Scope, name: key.Name}
 	gen := l.gen.Load()
 	now := l.opts.Now().UnixNano()
 	e, cached := l.cache.Get(k)
-	if cached && e.gen == gen && now-e.stored < int64(l.ttl(e.found)) {
+	if cached && e.gen == gen && l.fresh(e, now) {
 		return Answer{Found: e.found, At: time.Unix(0, e.at), Tier: "lru"}, nil
 	}
 	ans, err := l.next.Lookup(ctx, key)
@@ -142,11 +146,14 @@ func (l *LRU) Len() int {
 	return l.cache.Len()
 }
 
-func (l *LRU) ttl(found bool) time.Duration {
-	if found {
-		return l.opts.TTL
+// fresh: a found entry within TTL of being stored, a not-found one within
+// NegativeTTL of the directory's answer (or of being stored, when that is
+// earlier: a clock ahead of ours does not stretch it).
+func (l *LRU) fresh(e lruEntry, now int64) bool {
+	if e.found {
+		return now-e.stored < int64(l.opts.TTL)
 	}
-	return l.opts.NegativeTTL
+	return now-min(e.at, e.stored) < int64(l.opts.NegativeTTL)
 }
 
 // warnLimiter lets through at most one warning per second, so that a

@@ -31,6 +31,18 @@ const (
 // memcachedMaxKey is the longest key memcached accepts.
 const memcachedMaxKey = 250
 
+// memcacheFormat is the version of the key layout and value format,
+// written into every key after KeyPrefix: a daemon of another format reads
+// and writes other keys, so a rolling upgrade never misreads old values,
+// whatever key_prefix says. Change it with either.
+const memcacheFormat = "v1"
+
+// maxAnswerSkew is how far ahead of this daemon's clock a cached answer's
+// time may be. Another daemon's clock may run a little ahead; an answer
+// from further in the future would stay fresh (and a not-found one go on
+// rejecting) until memcached dropped it, so it is garbage: a miss.
+const maxAnswerSkew = time.Minute
+
 // memcachedMaxRelative is the longest expiration memcached takes as
 // relative seconds; anything longer is read as a Unix time.
 const memcachedMaxRelative = 30 * 24 * time.Hour
@@ -38,8 +50,10 @@ const memcachedMaxRelative = 30 * 24 * time.Hour
 // MemcacheOptions configure the shared memcached tier ([memcache] in the
 // config, plus cache.stale_max).
 type MemcacheOptions struct {
-	// KeyPrefix starts every key; it carries a format version so that a
-	// rolling upgrade never misreads old values. Default "antespam:1:".
+	// KeyPrefix starts every key, so that unrelated fleets or
+	// deployments can share memcached servers. Default "antespam:1:". The
+	// format version that keeps a rolling upgrade from misreading old
+	// values follows it in code (memcacheFormat).
 	KeyPrefix string
 	// TTL is how long a found answer is fresh, NegativeTTL a not-found one,
 	// both counted from when the directory gave it.
@@ -75,14 +89,18 @@ type MemcacheOptions struct {
 
 // Memcache is the tier shared by a fleet of daemons through memcached.
 //
-// Keys are KeyPrefix + kind + ":" + name. A name that would make the key
-// longer than 250 bytes, that holds a byte memcached refuses (space,
-// control characters, DEL) or any non-ASCII byte (UTF-8 addresses), or that
-// starts with "h:" is replaced by "h:" and the hex SHA-256 of the name, so
-// every input makes a safe key and none can inject a command.
+// Keys are KeyPrefix + format version + ":" + kind + ":" + Key.Scope + ":"
+// + name, as in "antespam:1:v1:rcpt:1a2b3c4d:alice@example.com": the
+// scope keeps daemons with other recipient rules or another directory from
+// reading each other's answers. A name that would make the key longer than
+// 250 bytes, that holds a byte memcached refuses (space, control
+// characters, DEL) or any non-ASCII byte (UTF-8 addresses), or that starts
+// with "h:" is replaced by "h:" and the hex SHA-256 of the name, so every
+// input makes a safe key and none can inject a command.
 //
 // Values are "1 <unix-ms>" (found) or "0 <unix-ms>" (not found): the
-// answer and when the directory gave it. A found item lives in memcached for
+// answer and when the directory gave it (a time more than a minute ahead
+// of this daemon's clock is garbage). A found item lives in memcached for
 // StaleMax so it can bridge a directory outage; a not-found one only for
 // NegativeTTL.
 //
@@ -317,17 +335,23 @@ func (m *Memcache) itemKey(key Key) string { return memcacheKey(m.opts.KeyPrefix
 // lockKey lives in a namespace of its own ("lock:" is no kind).
 func (m *Memcache) lockKey(key Key) string { return memcacheKey(m.opts.KeyPrefix+"lock:", key) }
 
-// memcacheKey is prefix + kind:name, or prefix + kind:h:sha256(name) when
-// name is not safe as is: too long, refused by memcached, non-ASCII, or
-// itself looking like a hashed name.
+// memcacheKey is prefix + format:kind:scope:name, or with h:sha256(name)
+// for the name when it is not safe as is: too long, refused by memcached,
+// non-ASCII, or itself looking like a hashed name. A scope that is not a
+// short safe word (the Checker's is 8 hex digits) is hashed too.
 func memcacheKey(prefix string, key Key) string {
 	kind := key.Kind.String()
-	if len(prefix)+len(kind)+1+len(key.Name) <= memcachedMaxKey && safeKeyPart(key.Name) &&
-		!strings.HasPrefix(key.Name, "h:") {
-		return prefix + kind + ":" + key.Name
+	scope := key.Scope
+	if len(scope) > 16 || scope != "" && (!safeKeyPart(scope) || strings.IndexByte(scope, ':') >= 0) {
+		sum := sha256.Sum256([]byte(scope))
+		scope = hex.EncodeToString(sum[:8])
+	}
+	n := len(prefix) + len(memcacheFormat) + len(kind) + len(scope) + 3
+	if n+len(key.Name) <= memcachedMaxKey && safeKeyPart(key.Name) && !strings.HasPrefix(key.Name, "h:") {
+		return prefix + memcacheFormat + ":" + kind + ":" + scope + ":" + key.Name
 	}
 	sum := sha256.Sum256([]byte(key.Name))
-	return prefix + kind + ":h:" + hex.EncodeToString(sum[:])
+	return prefix + memcacheFormat + ":" + kind + ":" + scope + ":h:" + hex.EncodeToString(sum[:])
 }
 
 // safeKeyPart reports whether s is non-empty printable ASCII without
@@ -360,9 +384,14 @@ func (m *Memcache) get(ik string) (memcacheItem, bool) {
 	return m.decode(ik, it.Value)
 }
 
-// decode reads a value; an unreadable one is counted, logged and a miss.
+// decode reads a value; an unreadable one, or one answered more than
+// maxAnswerSkew in the future, is counted, logged and a miss (the next
+// answer overwrites it).
 func (m *Memcache) decode(ik string, v []byte) (memcacheItem, bool) {
 	item, err := decodeMemcacheValue(v)
+	if err == nil && item.at.After(m.opts.Now().Add(maxAnswerSkew)) {
+		err = fmt.Errorf("value %q: answered at %s, in the future", v, item.at.UTC().Format(time.RFC3339))
+	}
 	if err != nil {
 		metrics.MemcacheErrors.WithLabelValues("decode").Inc()
 		if m.warn.allow(time.Now().UnixNano()) {

@@ -2,6 +2,7 @@ package lookup
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -153,25 +154,40 @@ func TestMemcacheKeysAreLegal(t *testing.T) {
 		t.Fatal(err)
 	}
 	seen := map[string]string{}
-	for _, name := range append(hostileNames, "a@example.com", "A@example.com") {
-		for _, kind := range []Kind{Recipient, Host} {
-			k := Key{Kind: kind, Name: name}
-			for _, mk := range []string{mc.itemKey(k), mc.lockKey(k)} {
-				if len(mk) > 250 {
-					t.Errorf("%q: key of %d bytes", name, len(mk))
+	for _, scope := range []string{"", "1a2b3c4d", "x\r\nflush_all", strings.Repeat("s", 300)} {
+		for _, name := range append(hostileNames, "a@example.com", "A@example.com") {
+			for _, kind := range []Kind{Recipient, Host} {
+				k := Key{Kind: kind, Scope: scope, Name: name}
+				for _, mk := range []string{mc.itemKey(k), mc.lockKey(k)} {
+					if len(mk) > 250 {
+						t.Errorf("%q: key of %d bytes", name, len(mk))
+					}
+					if !safeKeyPart(mk) {
+						t.Errorf("%q: key %q holds bytes memcached refuses", name, mk)
+					}
+					if other, dup := seen[mk]; dup {
+						t.Errorf("%q and %q share the key %q", k, other, mk)
+					}
+					seen[mk] = k.String()
 				}
-				if !safeKeyPart(mk) {
-					t.Errorf("%q: key %q holds bytes memcached refuses", name, mk)
-				}
-				if other, dup := seen[mk]; dup {
-					t.Errorf("%q and %q share the key %q", name, other, mk)
-				}
-				seen[mk] = name
 			}
 		}
 	}
-	if got, want := mc.itemKey(rcptKey("a@example.com")), "antespam:1:rcpt:a@example.com"; got != want {
-		t.Errorf("itemKey = %q, want %q", got, want)
+	for _, tt := range []struct {
+		key  Key
+		want string
+	}{
+		{rcptKey("a@example.com"), "antespam:1:v1:rcpt::a@example.com"},
+		{Key{Kind: Recipient, Scope: "1a2b3c4d", Name: "a@example.com"}, "antespam:1:v1:rcpt:1a2b3c4d:a@example.com"},
+		{Key{Kind: Host, Scope: "1a2b3c4d", Name: "192.0.2.1 mx.example.net"},
+			"antespam:1:v1:host:1a2b3c4d:h:" + fmt.Sprintf("%x", sha256.Sum256([]byte("192.0.2.1 mx.example.net")))},
+		// A scope that is no safe word is hashed, never spliced in.
+		{Key{Kind: Recipient, Scope: "x y:z\r\n", Name: "a@example.com"},
+			"antespam:1:v1:rcpt:" + fmt.Sprintf("%x", sha256.Sum256([]byte("x y:z\r\n")))[:16] + ":a@example.com"},
+	} {
+		if got := mc.itemKey(tt.key); got != tt.want {
+			t.Errorf("itemKey(%+v) = %q, want %q", tt.key, got, tt.want)
+		}
 	}
 }
 
@@ -218,7 +234,10 @@ func TestMemcacheGarbageValueIsAMiss(t *testing.T) {
 	server := testserver.StartMemcached(t)
 	raw := memcache.New(server.Addr())
 	ctx := context.Background()
-	for i, v := range []string{"garbage", "1", "2 1700000000000", "1 abc", "1 -5", "1  1700000000000", " ", strings.Repeat("1", 1000)} {
+	// A not-found answered an hour from now would otherwise stay fresh,
+	// and go on rejecting, until memcached dropped it.
+	future := fmt.Sprintf("0 %d", time.Now().Add(time.Hour).UnixMilli())
+	for i, v := range []string{"garbage", "1", "2 1700000000000", "1 abc", "1 -5", "1  1700000000000", " ", strings.Repeat("1", 1000), future} {
 		t.Run(fmt.Sprint(i), func(t *testing.T) {
 			d := newMemcacheDaemon(t, server.Addr(), directory(nil, "a@example.com"), testMemcacheOptions())
 			k := rcptKey(fmt.Sprintf("a%d@example.com", i))
@@ -638,5 +657,22 @@ func TestTierStack(t *testing.T) {
 	}
 	if ans, err := first.Lookup(ctx, rcptKey("new@example.com")); !errors.Is(err, errDirectory) {
 		t.Errorf("new key with everything down: %+v, %v; want %v", ans, err, errDirectory)
+	}
+}
+
+// TestMemcacheSkewedClockAccepted: an answer a little ahead of this
+// daemon's clock (another daemon's clock runs fast) is not garbage.
+func TestMemcacheSkewedClockAccepted(t *testing.T) {
+	server := testserver.StartMemcached(t)
+	raw := memcache.New(server.Addr())
+	d := newMemcacheDaemon(t, server.Addr(), directory(nil), testMemcacheOptions())
+	k := rcptKey("skew@example.com")
+	at := time.Now().Add(30 * time.Second)
+	if err := raw.Set(&memcache.Item{Key: d.mc.ItemKey(k), Value: encodeMemcacheValue(true, at)}); err != nil {
+		t.Fatal(err)
+	}
+	ans, err := d.mc.Lookup(context.Background(), k)
+	if err != nil || !ans.Found || ans.Tier != "memcache" || ans.At.UnixMilli() != at.UnixMilli() {
+		t.Errorf("lookup = %+v, %v; want found from memcache at %v", ans, err, at)
 	}
 }

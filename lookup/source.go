@@ -31,15 +31,31 @@ func (k Kind) String() string {
 // what a directory looks for, most specific first (user+ext@d, user@d, @d
 // for a recipient; the address, its networks, the hostname and its parents
 // for a host): the key is found when any candidate is listed. Candidates are
-// derived from Name by the Checker, so caching by Name alone is sound.
+// derived from Name by the Checker under its rules, so caches key by Kind,
+// Scope and Name.
+//
+// Scope names the rules and the directory that give Name its meaning: the
+// Checker sets it to a short hash of the recipient delimiters, catch_all,
+// case folding and the directory's identity (for a Recipient) or of the
+// directory's identity alone (for a Host). An answer cached under one rule
+// set is never served under another, in this process or across a fleet
+// sharing memcached.
 type Key struct {
 	Kind       Kind
+	Scope      string
 	Name       string
 	Candidates []string
 }
 
-// String is the key as the caches store it: "rcpt:" or "host:" and Name.
-func (k Key) String() string { return k.Kind.String() + ":" + k.Name }
+// String names the key in coalescing, logs and errors: "rcpt:" or "host:"
+// and Name, with the Scope after the kind when set ("rcpt/1a2b3c4d:" and
+// Name), so that lookups under different rules are never merged.
+func (k Key) String() string {
+	if k.Scope == "" {
+		return k.Kind.String() + ":" + k.Name
+	}
+	return k.Kind.String() + "/" + k.Scope + ":" + k.Name
+}
 
 // Answer is what a tier knows of a Key. A miss (Found false) is an answer,
 // not an error: an error means "don't know".
