@@ -295,3 +295,63 @@ func counterValue(t testing.TB, c prometheus.Counter) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+// TestLRUFreshnessOfOlderAnswers: an answer the next tier already held
+// (memcached's) keeps a found one fresh for TTL from when the LRU stored
+// it, but a not-found one only for NegativeTTL from when the directory
+// gave it, so that a cached "no such user" does not outlive both negative
+// TTLs added up.
+func TestLRUFreshnessOfOlderAnswers(t *testing.T) {
+	tests := []struct {
+		name    string
+		found   bool
+		age     time.Duration // of the answer when the LRU stores it
+		advance time.Duration
+		asks    int
+	}{
+		{"found, old answer, within ttl of storing", true, time.Hour, testTTL - time.Second, 1},
+		{"found, old answer, at ttl of storing", true, time.Hour, testTTL, 2},
+		{"not found, young answer, within negative ttl", false, 2 * time.Second, testNegTTL - 3*time.Second, 1},
+		{"not found, young answer, negative ttl after the directory", false, 2 * time.Second, testNegTTL - 2*time.Second, 2},
+		{"not found, answer older than negative ttl", false, testNegTTL, time.Second, 2},
+		// An answer from a clock ahead of ours does not stretch it.
+		{"not found, answer from the future", false, -time.Minute, testNegTTL, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clock := newFakeClock()
+			count := &countingSource{next: SourceFunc(func(ctx context.Context, key Key) (Answer, error) {
+				return Answer{Found: tt.found, At: clock.Now().Add(-tt.age), Tier: "memcache"}, nil
+			})}
+			l, err := NewLRU(count, LRUOptions{Size: 10, TTL: testTTL, NegativeTTL: testNegTTL, StaleMax: testStaleMax, Now: clock.Now}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx := context.Background()
+			if _, err := l.Lookup(ctx, rcptKey("a@example.com")); err != nil {
+				t.Fatal(err)
+			}
+			clock.Advance(tt.advance)
+			if _, err := l.Lookup(ctx, rcptKey("a@example.com")); err != nil {
+				t.Fatal(err)
+			}
+			if n := count.calls(); n != tt.asks {
+				t.Errorf("next asked %d times, want %d", n, tt.asks)
+			}
+		})
+	}
+}
+
+// TestLRUKeyedByScope: the same name under two scopes is two entries.
+func TestLRUKeyedByScope(t *testing.T) {
+	s := newLRUStack(t, 10)
+	ctx := context.Background()
+	for _, scope := range []string{"aaaaaaaa", "bbbbbbbb", "aaaaaaaa"} {
+		if _, err := s.lru.Lookup(ctx, Key{Kind: Recipient, Scope: scope, Name: "a@example.com"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := s.count.calls(); n != 2 {
+		t.Errorf("next asked %d times, want 2 (once per scope)", n)
+	}
+}
