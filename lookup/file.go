@@ -36,7 +36,11 @@ const maxFileLine = 4096
 // At most once a second a lookup starts a background check of the files'
 // size, modification time and identity, and a changed file is re-read and
 // swapped in as a whole; lookups never wait for it. A file that cannot be
-// read later keeps its previous contents, with a warning.
+// read later keeps its previous contents, with a warning. So does a file
+// that changes while it is read (it is read again at the next check) and
+// a list that had entries and is now empty: a file truncated or half
+// written in place must not make every recipient unknown. An empty list
+// is taken only when the File is made (daemon start, SIGHUP) or on Reload.
 type File struct {
 	log   *slog.Logger
 	rcpt  *listFile
@@ -51,6 +55,7 @@ type FileOption func(*fileOptions)
 type fileOptions struct {
 	foldLocal bool
 	interval  time.Duration
+	onChange  func()
 }
 
 // FileCaseFold sets whether the local parts of listed recipients are
@@ -59,6 +64,14 @@ type fileOptions struct {
 // as in the config.
 func FileCaseFold(on bool) FileOption {
 	return func(o *fileOptions) { o.foldLocal = on }
+}
+
+// FileOnChange sets a function called after a changed list is swapped in
+// (not after the first read), from the goroutine that read it: the daemon
+// marks its LRU stale, so that a user just added is not refused for up to
+// cache.negative_ttl.
+func FileOnChange(fn func()) FileOption {
+	return func(o *fileOptions) { o.onChange = fn }
 }
 
 // NewFile reads the lists. An empty path means nothing of that kind is
@@ -72,9 +85,9 @@ func NewFile(recipientsPath, hostsPath string, log *slog.Logger, opts ...FileOpt
 		log = slog.New(slog.DiscardHandler)
 	}
 	f := &File{log: log}
-	f.rcpt = &listFile{path: recipientsPath, kind: Recipient, log: log, interval: o.interval,
+	f.rcpt = &listFile{path: recipientsPath, kind: Recipient, log: log, interval: o.interval, onChange: o.onChange,
 		parse: func(line string) (listEntry, error) { return parseRecipientLine(line, o.foldLocal) }}
-	f.hosts = &listFile{path: hostsPath, kind: Host, log: log, interval: o.interval, parse: parseHostLine}
+	f.hosts = &listFile{path: hostsPath, kind: Host, log: log, interval: o.interval, onChange: o.onChange, parse: parseHostLine}
 	for _, l := range []*listFile{f.rcpt, f.hosts} {
 		if err := l.load(); err != nil {
 			return nil, fmt.Errorf("new file source: %w", err)
@@ -103,9 +116,9 @@ func (f *File) Lookup(ctx context.Context, key Key) (Answer, error) {
 	return Answer{Found: l.snap.Load().has(key), At: now, Tier: "file"}, nil
 }
 
-// Reload re-reads both files now if they changed, waiting for it; the
-// daemon calls it on SIGHUP. A file that cannot be read keeps its previous
-// contents and its error is returned.
+// Reload re-reads both files now if they changed, waiting for it. Unlike
+// the background checks it takes a list that became empty. A file that
+// cannot be read keeps its previous contents and its error is returned.
 func (f *File) Reload() error {
 	return errors.Join(f.rcpt.reload(), f.hosts.reload())
 }
@@ -122,6 +135,7 @@ type listFile struct {
 	log      *slog.Logger
 	interval time.Duration
 	parse    func(line string) (listEntry, error)
+	onChange func() // nil: none
 
 	snap atomic.Pointer[listSnapshot]
 	// next is the earliest time (Unix nanoseconds) of the next change check.
@@ -198,7 +212,7 @@ func (l *listFile) maybeReload(now time.Time) {
 	l.next.Store(now.Add(l.interval).UnixNano())
 	go func() {
 		defer l.busy.Store(false)
-		err := l.reloadLocked()
+		err := l.reloadLocked(false)
 		// Warn once per distinct failure, not once a second while a file
 		// stays missing.
 		switch {
@@ -221,20 +235,33 @@ func (l *listFile) reload() error {
 		time.Sleep(time.Millisecond)
 	}
 	defer l.busy.Store(false)
-	return l.reloadLocked()
+	return l.reloadLocked(true)
 }
 
-// reloadLocked reads the file when its identity, size or time changed.
+// reloadLocked reads the file when its identity, size or time changed,
+// and calls onChange when it swapped a new list in. takeEmpty: see read.
 // The caller holds busy.
-func (l *listFile) reloadLocked() error {
+func (l *listFile) reloadLocked(takeEmpty bool) error {
 	fi, err := os.Stat(l.path)
 	if err != nil {
 		return fmt.Errorf("stat %s list: %w", l.kind, err)
 	}
-	if l.seen != nil && os.SameFile(l.seen, fi) && fi.Size() == l.seen.Size() && fi.ModTime().Equal(l.seen.ModTime()) {
+	if l.seen != nil && sameVersion(l.seen, fi) {
 		return nil
 	}
-	return l.read(fi)
+	if err := l.read(fi, takeEmpty); err != nil {
+		return err
+	}
+	if l.onChange != nil {
+		l.onChange()
+	}
+	return nil
+}
+
+// sameVersion: a and b describe the same file with the same size and
+// modification time.
+func sameVersion(a, b os.FileInfo) bool {
+	return os.SameFile(a, b) && a.Size() == b.Size() && a.ModTime().Equal(b.ModTime())
 }
 
 // load reads the file the first time; an empty path lists nothing.
@@ -247,16 +274,42 @@ func (l *listFile) load() error {
 	if err != nil {
 		return fmt.Errorf("stat %s list: %w", l.kind, err)
 	}
-	return l.read(fi)
+	return l.read(fi, true)
 }
 
+// Attempts at reading a file that keeps changing while it is read, and
+// the pause between them.
+const (
+	fileReadAttempts = 3
+	fileReadPause    = 20 * time.Millisecond
+)
+
 // read parses the file and swaps the new snapshot in. fi was taken before
-// reading: a write that goes on meanwhile changes the file's time again,
-// so the next check reads it once more.
-func (l *listFile) read(fi os.FileInfo) error {
-	data, err := os.ReadFile(l.path)
-	if err != nil {
-		return fmt.Errorf("read %s list: %w", l.kind, err)
+// reading; the file is looked at again after reading, and when it changed
+// meanwhile (a write in progress) it is read again, up to
+// fileReadAttempts times, then left for the next check. Unless takeEmpty,
+// a list that had entries and now has none is not swapped in (a file
+// truncated, or rewritten in place, as it was read) and is an error.
+func (l *listFile) read(fi os.FileInfo, takeEmpty bool) error {
+	var data []byte
+	for attempt := 1; ; attempt++ {
+		var err error
+		data, err = os.ReadFile(l.path)
+		if err != nil {
+			return fmt.Errorf("read %s list: %w", l.kind, err)
+		}
+		after, err := os.Stat(l.path)
+		if err != nil {
+			return fmt.Errorf("stat %s list: %w", l.kind, err)
+		}
+		if sameVersion(fi, after) && int64(len(data)) == after.Size() {
+			break
+		}
+		if attempt == fileReadAttempts {
+			return fmt.Errorf("read %s list: the file kept changing while it was read (%d attempts)", l.kind, attempt)
+		}
+		fi = after
+		time.Sleep(fileReadPause)
 	}
 	s := &listSnapshot{keys: map[string]struct{}{}, nets: map[netip.Prefix]struct{}{}}
 	bad := 0
@@ -268,6 +321,7 @@ func (l *listFile) read(fi os.FileInfo) error {
 			continue
 		}
 		var e listEntry
+		var err error
 		if len(text) > maxFileLine {
 			err = fmt.Errorf("line longer than %d bytes", maxFileLine)
 		} else {
@@ -295,6 +349,11 @@ func (l *listFile) read(fi os.FileInfo) error {
 		slices.Sort(*b)
 		slices.Reverse(*b)
 		*b = slices.Compact(*b)
+	}
+	if old := l.snap.Load(); !takeEmpty && s.len() == 0 && old != nil && old.len() > 0 {
+		// Not marked seen: read again at every check until it has
+		// entries again or a reload takes it.
+		return fmt.Errorf("%s list is empty now: keeping its %d entries until a reload (SIGHUP) or restart", l.kind, old.len())
 	}
 	l.snap.Store(s)
 	l.seen = fi

@@ -9,11 +9,9 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/antespam/antespam-milter/config"
-	"github.com/antespam/antespam-milter/internal/testserver"
 )
 
 // fileInterval makes a File check its files more often than once a second.
@@ -250,6 +248,105 @@ func TestFileReload(t *testing.T) {
 	}
 }
 
+// TestFileKeepsAListThatBecomesEmpty: a list truncated (or rewritten in
+// place and read half-way) must not make every recipient unknown. The
+// background check keeps the old entries with one warning; Reload and a
+// new File take the empty list; a list that fills again is picked up.
+func TestFileKeepsAListThatBecomesEmpty(t *testing.T) {
+	dir := t.TempDir()
+	rp := filepath.Join(dir, "recipients")
+	writeListFile(t, rp, "alice@example.com\n")
+	var changes atomic.Int32
+	f, logs := newListFile(t, rp, "", fileCheckEvery(10*time.Millisecond), FileOnChange(func() { changes.Add(1) }))
+	ctx := context.Background()
+	alice, bob := fileRcptKey(t, "alice@example.com", true), fileRcptKey(t, "bob@example.com", true)
+	found := func(k Key) bool {
+		ans, err := f.Lookup(ctx, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ans.Found
+	}
+	eventually := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not seen after 10s; logs:\n%s", what, logs)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	if n := changes.Load(); n != 0 {
+		t.Errorf("OnChange called %d times by the first read, want 0", n)
+	}
+
+	for _, content := range []string{"", "# every entry commented out\n"} {
+		writeListFile(t, rp, content)
+		eventually("warning about the empty list", func() bool {
+			found(alice)
+			return strings.Contains(logs.String(), "list is empty now")
+		})
+		for range 5 {
+			if !found(alice) {
+				t.Fatalf("list %q: alice unknown; the old list must stay", content)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if n := changes.Load(); n != 0 {
+			t.Errorf("OnChange called %d times for a list that was not swapped in", n)
+		}
+		// Filled again: picked up by itself.
+		writeListFile(t, rp, "alice@example.com\nbob@example.com\n")
+		eventually("the refilled list", func() bool { return found(bob) })
+		// Called just after the swap, from the goroutine that made it.
+		eventually("OnChange", func() bool { return changes.Load() > 0 })
+		time.Sleep(50 * time.Millisecond)
+		if n := changes.Load(); n != 1 {
+			t.Errorf("OnChange called %d times after one swap, want 1", n)
+		}
+		changes.Store(0)
+	}
+
+	// Reload takes an empty list: the admin means it.
+	writeListFile(t, rp, "")
+	if err := f.Reload(); err != nil {
+		t.Fatalf("Reload of an empty list: %v", err)
+	}
+	if found(alice) {
+		t.Error("Reload kept the old list")
+	}
+	// So does a new File (daemon start, SIGHUP).
+	if g, _ := newListFile(t, rp, ""); func() int { n, _ := g.Len(); return n }() != 0 {
+		t.Error("NewFile of an empty list has entries")
+	}
+}
+
+// TestFileReadsAgainWhatChangedMeanwhile: when the file changed between
+// the check and the read (a write in progress), the result is not taken
+// as is: the file is read again.
+func TestFileReadsAgainWhatChangedMeanwhile(t *testing.T) {
+	dir := t.TempDir()
+	rp := filepath.Join(dir, "recipients")
+	writeListFile(t, rp, "alice@example.com\n")
+	f, _ := newListFile(t, rp, "")
+	stale, err := os.Stat(rp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeListFile(t, rp, "alice@example.com\nbob@example.com\n")
+	if err := f.rcpt.read(stale, false); err != nil {
+		t.Fatal(err)
+	}
+	now, err := os.Stat(rp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := f.Len(); n != 2 || !sameVersion(f.rcpt.seen, now) {
+		t.Errorf("after a read begun on a stale stat: %d entries, seen %v; want 2, the file as read", n, f.rcpt.seen.Size())
+	}
+}
+
 // TestFileConcurrentReload looks up from many goroutines while the file is
 // rewritten: run with -race, every answer is one of the two contents.
 func TestFileConcurrentReload(t *testing.T) {
@@ -336,51 +433,6 @@ func TestFileChecker(t *testing.T) {
 		if err != nil || d.Found != tt.found || d.Tier != "file" {
 			t.Errorf("Host(%s, %s) = %+v, %v; want found %v", tt.ip, tt.host, d, err, tt.found)
 		}
-	}
-}
-
-// TestExampleConfig checks that examples/ (what `make run` serves) loads
-// and says what its comments promise.
-func TestExampleConfig(t *testing.T) {
-	root := testserver.RepoRoot(t)
-	cfg, err := config.Load(filepath.Join(root, "examples", "antespam-milter.toml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cfg.Source != "file" {
-		t.Fatalf("source = %q", cfg.Source)
-	}
-	f, logs := newListFile(t, filepath.Join(root, cfg.File.Recipients), filepath.Join(root, cfg.File.Hosts),
-		FileCaseFold(cfg.Recipients.CaseFoldLocalPart))
-	if strings.Contains(logs.String(), "bad line") {
-		t.Errorf("bad lines in the examples:\n%s", logs)
-	}
-	c, err := NewChecker(f, CheckerOptions{
-		Domains:            cfg.Recipients.Domains,
-		RecipientDelimiter: cfg.Recipients.RecipientDelimiter,
-		CaseFoldLocalPart:  cfg.Recipients.CaseFoldLocalPart,
-		CatchAll:           cfg.Recipients.CatchAll,
-		AlwaysAccept:       cfg.Recipients.AlwaysAccept,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	for addr, want := range map[string]bool{
-		"alice@example.com": true, "alice+news@example.com": true, "nobody@example.com": false,
-		"anyone@example.net": true, "postmaster@example.com": true,
-	} {
-		if d, err := c.Recipient(ctx, addr); err != nil || d.Found != want {
-			t.Errorf("example %s: %+v, %v; want found %v", addr, d, err, want)
-		}
-	}
-	for ip, want := range map[string]bool{"192.0.2.33": true, "198.51.100.7": true, "198.51.100.8": false} {
-		if d, err := c.Host(ctx, netip.MustParseAddr(ip), "unknown"); err != nil || d.Found != want {
-			t.Errorf("example host %s: %+v, %v; want found %v", ip, d, err, want)
-		}
-	}
-	if d, err := c.Host(ctx, netip.MustParseAddr("203.0.113.5"), "mx.bad.example"); err != nil || !d.Found {
-		t.Errorf("example host mx.bad.example: %+v, %v", d, err)
 	}
 }
 
