@@ -2,8 +2,10 @@ package milter
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/netip"
+	"time"
 
 	"github.com/antespam/antespam-milter/config"
 	"github.com/antespam/antespam-milter/lookup"
@@ -50,3 +52,99 @@ func (p *Policy) Trusted(a netip.Addr) bool {
 // Report reports whether the policy is in report mode: decisions are
 // computed and logged, but the milter always continues.
 func (p *Policy) Report() bool { return p.Config.Mode == "report" }
+
+// Tiers of the decisions a Policy makes without asking the Decider.
+const (
+	// TierTrusted: the client is in trusted_networks.
+	TierTrusted = "trusted"
+	// TierDisabled: the check is off ([hosts] or [recipients] enabled =
+	// false). The session neither logs nor counts such a decision.
+	TierDisabled = "disabled"
+)
+
+// DecideRcpt is the RCPT-stage decision, the one path shared by the
+// session and the check command: with [recipients] enabled it asks the
+// Decider within decision_timeout (ctx is the parent), answers a panic as
+// a failed lookup, and maps the outcome with RcptReply. The Decision's
+// Item is rcpt when the Decider did not name it, and Duration is set.
+func (p *Policy) DecideRcpt(ctx context.Context, rcpt string) (lookup.Decision, Reply) {
+	if !p.Config.Recipients.Enabled {
+		return lookup.Decision{Item: rcpt, Tier: TierDisabled},
+			Reply{Verdict: VerdictAccept, Reason: "not checked: recipients.enabled = false"}
+	}
+	ctx, cancel := p.decisionContext(ctx)
+	start := time.Now()
+	d, err := p.askRecipient(ctx, rcpt)
+	cancel()
+	if d.Duration == 0 {
+		d.Duration = time.Since(start)
+	}
+	if d.Item == "" {
+		d.Item = rcpt
+	}
+	return d, p.RcptReply(rcpt, d, err)
+}
+
+// DecideHost is the connect-stage decision, shared like DecideRcpt: a
+// client with no IP address (a local connection) or in trusted_networks
+// is accepted without a lookup; any other is asked about within
+// decision_timeout and the outcome mapped with HostReply.
+func (p *Policy) DecideHost(ctx context.Context, addr netip.Addr, hostname string) (lookup.Decision, Reply) {
+	switch {
+	case !p.Config.Hosts.Enabled:
+		return lookup.Decision{Item: hostItem(addr, hostname), Tier: TierDisabled},
+			Reply{Verdict: VerdictAccept, Reason: "not checked: hosts.enabled = false"}
+	case !addr.IsValid():
+		return lookup.Decision{}, Reply{Verdict: VerdictAccept, Reason: "no client address"}
+	case p.Trusted(addr):
+		return lookup.Decision{Item: hostItem(addr, hostname), Tier: TierTrusted},
+			Reply{Verdict: VerdictAccept, Reason: "trusted network"}
+	}
+	ctx, cancel := p.decisionContext(ctx)
+	start := time.Now()
+	d, err := p.askHost(ctx, addr, hostname)
+	cancel()
+	if d.Duration == 0 {
+		d.Duration = time.Since(start)
+	}
+	if d.Item == "" {
+		d.Item = hostItem(addr, hostname)
+	}
+	return d, p.HostReply(d, err)
+}
+
+// hostItem names a host question the Decider did not name.
+func hostItem(addr netip.Addr, hostname string) string {
+	if hostname == "" {
+		return addr.Unmap().String()
+	}
+	return addr.Unmap().String() + " " + hostname
+}
+
+// decisionContext bounds one decision by decision_timeout (none when 0).
+func (p *Policy) decisionContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if t := p.Config.DecisionTimeout; t > 0 {
+		return context.WithTimeout(ctx, t)
+	}
+	return context.WithCancel(ctx)
+}
+
+// askRecipient and askHost call the Decider and turn a panic into a
+// lookup error, so that it gets the reply a failed lookup gets (go-milter
+// would recover it and close the connection, and the MTA would apply its
+// default action).
+func (p *Policy) askRecipient(ctx context.Context, rcpt string) (d lookup.Decision, err error) {
+	defer recoverLookup(&err)
+	return p.Decider.Recipient(ctx, rcpt)
+}
+
+func (p *Policy) askHost(ctx context.Context, addr netip.Addr, hostname string) (d lookup.Decision, err error) {
+	defer recoverLookup(&err)
+	return p.Decider.Host(ctx, addr, hostname)
+}
+
+func recoverLookup(err *error) {
+	if v := recover(); v != nil {
+		*err = fmt.Errorf("lookup panicked: %v", v)
+	}
+}

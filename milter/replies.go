@@ -29,6 +29,9 @@ type Reply struct {
 	Code string
 	// Reason says why, for the log.
 	Reason string
+	// Err is the lookup's error, nil when the Decider answered; Reason
+	// includes it.
+	Err error
 }
 
 // Limits on reply texts: SMTP reply lines are at most 512 octets with the
@@ -57,6 +60,12 @@ const (
 // The verdict does not depend on the mode: in report mode the session logs
 // it and continues.
 func (p *Policy) RcptReply(addr string, d lookup.Decision, err error) Reply {
+	reply := p.rcptReply(addr, d, err)
+	reply.Err = err
+	return reply
+}
+
+func (p *Policy) rcptReply(addr string, d lookup.Decision, err error) Reply {
 	r := &p.Config.Recipients
 	switch {
 	case err != nil && errors.Is(err, lookup.ErrBadAddress):
@@ -101,6 +110,12 @@ func rcptFoundReason(tier string) string {
 // ("554 <host> ESMTP not accepting connections" in Postfix, "... not
 // accepting messages" in Sendmail); the text only reaches their logs.
 func (p *Policy) HostReply(d lookup.Decision, err error) Reply {
+	reply := p.hostReply(d, err)
+	reply.Err = err
+	return reply
+}
+
+func (p *Policy) hostReply(d lookup.Decision, err error) Reply {
 	h := &p.Config.Hosts
 	switch {
 	case err != nil && errors.Is(err, lookup.ErrBadAddress):

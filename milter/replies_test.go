@@ -1,10 +1,13 @@
 package milter
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/antespam/antespam-milter/config"
 	"github.com/antespam/antespam-milter/lookup"
@@ -121,4 +124,69 @@ func FuzzReplyLine(f *testing.F) {
 			t.Fatalf("replyLine(%q, %q): %d bytes", tmpl, addr, len(got))
 		}
 	})
+}
+
+// TestDecide: the decision path shared by the session and the check
+// command: what is checked, trusted networks, the item fallback, the
+// deadline and a panicking Decider.
+func TestDecide(t *testing.T) {
+	src := newMapSource("known@example.org", "192.0.2.66")
+	src.block["slow@example.org"] = true
+	src.fail["198.51.100.99"] = true
+	cfg := testConfig(func(c *config.Config) { c.DecisionTimeout = 100 * time.Millisecond })
+	p := newPolicy(t, src, cfg, nil)
+	off := newPolicy(t, src, testConfig(func(c *config.Config) { c.Recipients.Enabled, c.Hosts.Enabled = false, false }), nil)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name          string
+		p             *Policy
+		host          bool // DecideHost(ip, hostname), else DecideRcpt(rcpt)
+		rcpt          string
+		ip, hostname  string
+		verdict, tier string
+		item          string
+		err           bool
+	}{
+		{name: "known", p: p, rcpt: "known@example.org", verdict: VerdictAccept, tier: "file", item: "known@example.org"},
+		{name: "unknown", p: p, rcpt: "<Nobody@Example.org>", verdict: VerdictReject, tier: "file", item: "nobody@example.org"},
+		{name: "malformed", p: p, rcpt: "", verdict: VerdictAccept, err: true},
+		{name: "deadline", p: p, rcpt: "slow@example.org", verdict: VerdictTempfail, item: "slow@example.org", err: true},
+		{name: "recipients off", p: off, rcpt: "nobody@example.org", verdict: VerdictAccept, tier: TierDisabled, item: "nobody@example.org"},
+		{name: "host listed", host: true, p: p, ip: "192.0.2.66", hostname: "mx.test", verdict: VerdictReject, tier: "file", item: "192.0.2.66 mx.test"},
+		{name: "host trusted", host: true, p: p, ip: "10.1.2.3", verdict: VerdictAccept, tier: TierTrusted, item: "10.1.2.3"},
+		{name: "host error", host: true, p: p, ip: "198.51.100.99", verdict: VerdictAccept, item: "198.51.100.99", err: true},
+		{name: "host local", host: true, p: p, verdict: VerdictAccept},
+		{name: "hosts off", host: true, p: off, ip: "192.0.2.66", verdict: VerdictAccept, tier: TierDisabled, item: "192.0.2.66"},
+		{name: "panic", p: &Policy{Decider: panicDecider{}, Config: cfg}, rcpt: "a@example.org", verdict: VerdictTempfail, item: "a@example.org", err: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var (
+				d lookup.Decision
+				r Reply
+			)
+			start := time.Now()
+			if !tc.host {
+				d, r = tc.p.DecideRcpt(ctx, tc.rcpt)
+			} else {
+				var a netip.Addr
+				if tc.ip != "" {
+					a = netip.MustParseAddr(tc.ip)
+				}
+				d, r = tc.p.DecideHost(ctx, a, tc.hostname)
+			}
+			if time.Since(start) > time.Second {
+				t.Errorf("took %s, decision_timeout %s", time.Since(start), cfg.DecisionTimeout)
+			}
+			if r.Verdict != tc.verdict || d.Tier != tc.tier || d.Item != tc.item || (r.Err != nil) != tc.err {
+				t.Errorf("got %s tier %q item %q err %v, want %s tier %q item %q err %v",
+					r.Verdict, d.Tier, d.Item, r.Err, tc.verdict, tc.tier, tc.item, tc.err)
+			}
+			if r.Reason == "" {
+				t.Error("no reason")
+			}
+			if tc.tier != TierDisabled && tc.tier != TierTrusted && (!tc.host || tc.ip != "") && d.Duration <= 0 {
+				t.Error("no duration")
+			}
+		})
+	}
 }

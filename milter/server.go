@@ -121,16 +121,6 @@ func (s *Server) Active() int {
 	return len(s.conns)
 }
 
-// decisionContext bounds one decision by decision_timeout.
-func (s *Server) decisionContext(p *Policy) (context.Context, context.CancelFunc) {
-	if t := p.Config.DecisionTimeout; t > 0 {
-		return context.WithTimeout(s.ctx, t)
-	}
-	return context.WithCancel(s.ctx)
-}
-
-func (s *Server) newSession() gomilter.Milter { return &session{srv: s} }
-
 // Serve accepts milter connections on ln until Shutdown, each served in its
 // own goroutine. It returns nil after Shutdown, or the listener's first
 // error that is not temporary (temporary ones, such as running out of file
@@ -139,7 +129,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	l := &listener{
 		Listener: ln,
 		srv:      s,
-		conns:    make(chan net.Conn),
+		conns:    make(chan *conn),
 		done:     make(chan struct{}),
 		failed:   make(chan struct{}),
 	}
@@ -154,7 +144,7 @@ func (s *Server) Serve(ln net.Listener) error {
 
 	go l.acceptLoop()
 	gs := &gomilter.Server{
-		NewMilter: s.newSession,
+		NewMilter: l.newSession,
 		Protocol:  Protocol,
 		Actions:   gomilter.OptSetSymList,
 		SymList:   Macros,
@@ -291,24 +281,37 @@ const maxWaiting = 256
 // Its own accept loop retries temporary errors and enforces max_sessions.
 type listener struct {
 	net.Listener
-	srv    *Server
-	conns  chan net.Conn
-	done   chan struct{} // closed by Close
-	once   sync.Once
-	failed chan struct{} // closed when the accept loop stops on err
-	err    error
+	srv   *Server
+	conns chan *conn
+	// accepted is the connection Accept returned last, until go-milter's
+	// Serve, which calls NewMilter right after Accept in the same
+	// goroutine, takes it for the new session.
+	accepted atomic.Pointer[conn]
+	done     chan struct{} // closed by Close
+	once     sync.Once
+	failed   chan struct{} // closed when the accept loop stops on err
+	err      error
 }
 
 // Accept returns the next admitted connection.
 func (l *listener) Accept() (net.Conn, error) {
 	select {
 	case c := <-l.conns:
+		l.accepted.Store(c)
 		return c, nil
 	case <-l.done:
 		return nil, net.ErrClosed
 	case <-l.failed:
 		return nil, l.err
 	}
+}
+
+// newSession is go-milter's NewMilter: a session on the connection just
+// accepted. A call that replaces a session after a response that does not
+// continue (ours all continue) gets no connection: the session then
+// leaves the read deadline as it is.
+func (l *listener) newSession() gomilter.Milter {
+	return &session{srv: l.srv, conn: l.accepted.Swap(nil)}
 }
 
 // Close stops the accept loop and closes the listener.
@@ -412,38 +415,79 @@ func temporary(err error) bool {
 	return false
 }
 
-// conn is one session's connection: it refreshes the idle read deadline
-// at each read and ends the session's bookkeeping when closed.
+// TransactionTimeout is the read deadline of a session with a transaction
+// open (from MAIL to the end of the message or an abort) when it is longer
+// than session_idle_timeout: headers and body are masked off, so the MTA
+// says nothing from the last RCPT until the client has sent the whole
+// message, however slowly.
+const TransactionTimeout = time.Hour
+
+// conn is one session's connection: it keeps a read deadline (the idle
+// timeout between transactions, TransactionTimeout within one) and ends
+// the session's bookkeeping when closed.
 type conn struct {
 	net.Conn
 	srv  *Server
-	idle time.Duration
+	idle time.Duration // session_idle_timeout; 0: no deadline
 
-	mu       sync.Mutex
-	draining bool
+	// Owned by the session's goroutine, which go-milter uses both to read
+	// and to call the handler.
+	inTransaction bool
+	deadline      time.Time // the read deadline set
+
+	mu       sync.Mutex // orders setting a deadline against drain
+	draining atomic.Bool
 	once     sync.Once
 }
 
-// Read waits for the MTA at most the idle timeout. An idle or drained
+// transaction tells c that a transaction opened or ended; the next read
+// applies the deadline that goes with it.
+func (c *conn) transaction(open bool) { c.inTransaction = open }
+
+// timeout is the read deadline in force from now; 0 means none.
+func (c *conn) timeout() time.Duration {
+	switch {
+	case c.idle <= 0:
+		return 0
+	case c.inTransaction:
+		return max(TransactionTimeout, c.idle)
+	}
+	return c.idle
+}
+
+// deadlineSlack is how far a read deadline may run past its timeout, so
+// that it is moved at most once per slack (about once a second) rather
+// than at every read: setting it takes a lock and a timer update.
+func deadlineSlack(timeout time.Duration) time.Duration { return min(time.Second, timeout/8) }
+
+// Read waits for the MTA at most the timeout in force. An idle or drained
 // session ends as if the MTA had closed it (io.EOF), so that go-milter
 // does not log it as an error; the idle case is logged here.
 func (c *conn) Read(b []byte) (int, error) {
-	c.mu.Lock()
-	if c.draining {
-		c.mu.Unlock()
+	if c.draining.Load() {
 		return 0, io.EOF
 	}
-	if c.idle > 0 {
-		c.Conn.SetReadDeadline(time.Now().Add(c.idle))
+	t := c.timeout()
+	if t > 0 {
+		// Keep the deadline within [now+t, now+t+slack].
+		want := time.Now().Add(t)
+		slack := deadlineSlack(t)
+		if c.deadline.Before(want) || c.deadline.After(want.Add(slack)) {
+			c.mu.Lock()
+			if c.draining.Load() {
+				c.mu.Unlock()
+				return 0, io.EOF
+			}
+			c.deadline = want.Add(slack)
+			c.Conn.SetReadDeadline(c.deadline)
+			c.mu.Unlock()
+		}
 	}
-	c.mu.Unlock()
 	n, err := c.Conn.Read(b)
 	if err != nil && n == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
-		c.mu.Lock()
-		draining := c.draining
-		c.mu.Unlock()
-		if !draining {
-			c.srv.log.Info("milter session idle, closing", slog.String("remote", c.RemoteAddr().String()), slog.Duration("idle_timeout", c.idle))
+		if !c.draining.Load() {
+			c.srv.log.Info("milter session idle, closing", slog.String("remote", c.RemoteAddr().String()),
+				slog.Duration("idle_timeout", t), slog.Bool("in_transaction", c.inTransaction))
 		}
 		return 0, io.EOF
 	}
@@ -454,7 +498,7 @@ func (c *conn) Read(b []byte) (int, error) {
 // one; a decision in progress still gets its reply written.
 func (c *conn) drain() {
 	c.mu.Lock()
-	c.draining = true
+	c.draining.Store(true)
 	c.Conn.SetReadDeadline(time.Unix(1, 0))
 	c.mu.Unlock()
 }

@@ -434,7 +434,8 @@ func TestClientDrop(t *testing.T) {
 }
 
 // TestIdleTimeout: a silent MTA connection is closed after
-// session_idle_timeout; an active one is not.
+// session_idle_timeout; an active one is not, nor one silent within a
+// transaction (the MTA sends nothing while the client sends the message).
 func TestIdleTimeout(t *testing.T) {
 	var logs logBuffer
 	srv, addr := startServer(t, newPolicy(t, newMapSource(), testConfig(), nil), ServerOptions{IdleTimeout: 300 * time.Millisecond}, logs.logger())
@@ -473,7 +474,18 @@ func TestIdleTimeout(t *testing.T) {
 	if !strings.Contains(logs.String(), "milter session idle, closing") {
 		t.Errorf("idle close not logged:\n%s", logs.String())
 	}
-	// The active session has been idle too by now.
+	// The active session's transaction is still open: the MTA is silent
+	// while the client sends the message, for longer than the idle
+	// timeout, and the session stays.
+	time.Sleep(700 * time.Millisecond)
+	_, act, err := active.End()
+	if err != nil {
+		t.Fatalf("end of a message sent more slowly than the idle timeout: %v", err)
+	}
+	if act.Code != gomilter.ActContinue {
+		t.Errorf("End = %q", reply(act))
+	}
+	// Between transactions the idle timeout applies again.
 	eventually(t, 5*time.Second, "idle sessions still counted", func() bool { return srv.Active() == 0 })
 }
 

@@ -3,14 +3,13 @@ package milter
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
-	"time"
 
 	gomilter "github.com/emersion/go-milter"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/antespam/antespam-milter/lookup"
 	"github.com/antespam/antespam-milter/metrics"
@@ -23,16 +22,21 @@ const (
 )
 
 // session is the handler of one milter connection. go-milter calls
-// NewMilter (Server.newSession) at accept and again after any response that
-// does not continue, which would lose what is kept here: every reply is
-// therefore a 'y' reply-code response, which continues.
+// NewMilter (the listener's newSession) at accept and again after any
+// response that does not continue, which would lose what is kept here:
+// every reply is therefore a 'y' reply-code response, which continues.
 type session struct {
 	gomilter.NoOpMilter
 	srv *Server
+	// conn is the session's connection, told when a transaction opens and
+	// ends (its read deadline depends on it); nil in a session go-milter
+	// made to replace another, which ours never need.
+	conn *conn
 
 	// Connection data, copied in at Connect: go-milter replaces its macro
 	// map at every stage.
 	client     netip.Addr
+	clientText string // client.String(), made once for the log
 	clientName string
 	daemon     string
 	mtaHost    string
@@ -44,8 +48,7 @@ type session struct {
 
 var _ gomilter.Milter = (*session)(nil)
 
-// Connect checks the client host, unless it is in trusted_networks or
-// hosts are not checked.
+// Connect checks the client host with Policy.DecideHost.
 func (s *session) Connect(host, family string, port uint16, addr net.IP, m *gomilter.Modifier) (gomilter.Response, error) {
 	p := s.srv.policy.Load()
 	s.clientName = host
@@ -55,39 +58,12 @@ func (s *session) Connect(host, family string, port uint16, addr net.IP, m *gomi
 		s.queueID = q
 	}
 	s.client = clientAddr(addr, m.Macros["{client_addr}"])
-
-	if !p.Config.Hosts.Enabled {
-		return gomilter.RespContinue, nil
+	s.clientText = ""
+	if s.client.IsValid() {
+		s.clientText = s.client.String()
 	}
-	if !s.client.IsValid() {
-		// A local (unix socket) or unknown client: nothing to look up.
-		s.log(p, stageConnect, Reply{Verdict: VerdictAccept, Reason: "no client address"}, lookup.Decision{}, nil)
-		return gomilter.RespContinue, nil
-	}
-	if p.Trusted(s.client) {
-		s.log(p, stageConnect, Reply{Verdict: VerdictAccept, Reason: "trusted network"}, lookup.Decision{Tier: "trusted"}, nil)
-		return gomilter.RespContinue, nil
-	}
-	ctx, cancel := s.srv.decisionContext(p)
-	start := time.Now()
-	d, err := decide(func() (lookup.Decision, error) { return p.Decider.Host(ctx, s.client, host) })
-	cancel()
-	if d.Duration == 0 {
-		d.Duration = time.Since(start)
-	}
-	return s.respond(p, stageConnect, p.HostReply(d, err), d, err)
-}
-
-// decide calls the Decider and turns a panic into a lookup error, so that
-// it gets the reply a failed lookup gets (go-milter would recover it and
-// close the connection, and the MTA would apply its default action).
-func decide(f func() (lookup.Decision, error)) (d lookup.Decision, err error) {
-	defer func() {
-		if v := recover(); v != nil {
-			err = fmt.Errorf("lookup panicked: %v", v)
-		}
-	}()
-	return f()
+	d, r := p.DecideHost(s.srv.ctx, s.client, host)
+	return s.respond(p, stageConnect, r, d)
 }
 
 // clientAddr is the address from the connect packet or, when go-milter
@@ -105,40 +81,38 @@ func clientAddr(ip net.IP, macro string) netip.Addr {
 }
 
 // MailFrom records the queue id and the authenticated user; it never
-// decides.
+// decides. It opens a transaction: the MTA is silent from the last RCPT to
+// the end of the message (headers and body are masked off), so the
+// connection's idle deadline is lifted until the message ends.
 func (s *session) MailFrom(from string, m *gomilter.Modifier) (gomilter.Response, error) {
 	s.queueID = m.Macros["i"]
 	s.authUser = m.Macros["{auth_authen}"]
+	if s.conn != nil {
+		s.conn.transaction(true)
+	}
 	return gomilter.RespContinue, nil
 }
 
-// RcptTo checks the recipient from the RCPT argument: Sendmail's
-// {rcpt_addr} holds only the local part of a local address.
+// RcptTo checks the recipient from the RCPT argument (Sendmail's
+// {rcpt_addr} holds only the local part of a local address) with
+// Policy.DecideRcpt.
 func (s *session) RcptTo(rcpt string, m *gomilter.Modifier) (gomilter.Response, error) {
 	p := s.srv.policy.Load()
 	if q := m.Macros["i"]; q != "" {
 		s.queueID = q
 	}
-	if !p.Config.Recipients.Enabled {
-		return gomilter.RespContinue, nil
-	}
-	ctx, cancel := s.srv.decisionContext(p)
-	start := time.Now()
-	d, err := decide(func() (lookup.Decision, error) { return p.Decider.Recipient(ctx, rcpt) })
-	cancel()
-	if d.Duration == 0 {
-		d.Duration = time.Since(start)
-	}
-	if d.Item == "" {
-		d.Item = rcpt
-	}
-	return s.respond(p, stageRcpt, p.RcptReply(rcpt, d, err), d, err)
+	d, r := p.DecideRcpt(s.srv.ctx, rcpt)
+	return s.respond(p, stageRcpt, r, d)
 }
 
 // Body answers the end of the message with continue, which the MTAs take
 // as accept: NoOpMilter's RespAccept would make go-milter replace the
-// session and lose the connection data for the next message.
+// session and lose the connection data for the next message. The
+// transaction is over: the idle deadline applies again.
 func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
+	if s.conn != nil {
+		s.conn.transaction(false)
+	}
 	return gomilter.RespContinue, nil
 }
 
@@ -146,25 +120,29 @@ func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
 func (s *session) Abort(m *gomilter.Modifier) error {
 	s.queueID = ""
 	s.authUser = ""
+	if s.conn != nil {
+		s.conn.transaction(false)
+	}
 	return nil
 }
 
-// respond logs and counts the decision and turns it into the response.
-func (s *session) respond(p *Policy, stage string, r Reply, d lookup.Decision, err error) (gomilter.Response, error) {
-	s.log(p, stage, r, d, err)
+// respond logs and counts the decision and turns it into the response. A
+// check that is off is neither logged nor counted.
+func (s *session) respond(p *Policy, stage string, r Reply, d lookup.Decision) (gomilter.Response, error) {
+	if d.Tier == TierDisabled {
+		return gomilter.RespContinue, nil
+	}
+	s.log(p, stage, r, d)
 	if r.Verdict == VerdictAccept || p.Report() {
 		return gomilter.RespContinue, nil
 	}
 	return gomilter.NewResponseStr(byte(gomilter.ActReplyCode), r.Code), nil
 }
 
-func (s *session) log(p *Policy, stage string, r Reply, d lookup.Decision, err error) {
-	verdict := r.Verdict
-	report := p.Report() && verdict != VerdictAccept
-	if report {
-		verdict = "would_" + verdict
-	}
-	metrics.Decisions.WithLabelValues(stage, verdict).Inc()
+func (s *session) log(p *Policy, stage string, r Reply, d lookup.Decision) {
+	report := p.Report() && r.Verdict != VerdictAccept
+	verdict := countDecision(stage, r.Verdict, report)
+	err := r.Err
 
 	log := p.Log
 	if log == nil {
@@ -185,8 +163,8 @@ func (s *session) log(p *Policy, stage string, r Reply, d lookup.Decision, err e
 	if s.queueID != "" {
 		attrs = append(attrs, slog.String("queue_id", s.queueID))
 	}
-	if s.client.IsValid() {
-		attrs = append(attrs, slog.String("client_addr", s.client.String()))
+	if s.clientText != "" {
+		attrs = append(attrs, slog.String("client_addr", s.clientText))
 	}
 	attrs = append(attrs, slog.String("client_name", s.clientName))
 	if s.daemon != "" {
@@ -213,4 +191,30 @@ func (s *session) log(p *Policy, stage string, r Reply, d lookup.Decision, err e
 		attrs = append(attrs, slog.Bool("would_"+r.Verdict, true))
 	}
 	log.LogAttrs(context.Background(), level, "decision", attrs...)
+}
+
+// decisionCounters holds the metrics.Decisions series, resolved once per
+// stage and verdict so that counting a decision is an atomic add.
+var decisionCounters = func() map[[2]string]prometheus.Counter {
+	m := map[[2]string]prometheus.Counter{}
+	for _, stage := range []string{stageConnect, stageRcpt} {
+		for _, v := range []string{VerdictAccept, VerdictReject, VerdictTempfail, "would_" + VerdictReject, "would_" + VerdictTempfail} {
+			m[[2]string{stage, v}] = metrics.Decisions.WithLabelValues(stage, v)
+		}
+	}
+	return m
+}()
+
+// countDecision counts a decision in metrics.Decisions and returns the
+// verdict as logged: "would_reject" and "would_tempfail" in report mode.
+func countDecision(stage, verdict string, report bool) string {
+	if report {
+		verdict = "would_" + verdict
+	}
+	if c := decisionCounters[[2]string{stage, verdict}]; c != nil {
+		c.Inc()
+	} else {
+		metrics.Decisions.WithLabelValues(stage, verdict).Inc()
+	}
+	return verdict
 }
