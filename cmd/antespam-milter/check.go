@@ -72,39 +72,17 @@ type checkResult struct {
 	duration time.Duration
 }
 
-// decide answers one item as the daemon's session would: the same
-// enabled/trusted rules, the Checker, decision_timeout, and the Policy's
-// reply mapping.
+// decide answers one item as the daemon's session would, through the
+// same Policy.DecideRcpt and Policy.DecideHost.
 func decide(ctx context.Context, p *milter.Policy, it item) checkResult {
-	cfg := p.Config
 	var (
 		d     lookup.Decision
-		err   error
 		reply milter.Reply
 	)
-	ctx, cancel := context.WithTimeout(ctx, cfg.DecisionTimeout)
-	defer cancel()
-	start := time.Now()
-	switch it.kind {
-	case "rcpt":
-		if !cfg.Recipients.Enabled {
-			return skipped(it, "disabled", "recipients.enabled = false")
-		}
-		d, err = p.Decider.Recipient(ctx, it.addr)
-		reply = p.RcptReply(it.addr, d, err)
-	case "host":
-		if !cfg.Hosts.Enabled {
-			return skipped(it, "disabled", "hosts.enabled = false")
-		}
-		a := it.ip
-		if p.Trusted(a) {
-			return skipped(it, "trusted", "trusted_networks")
-		}
-		d, err = p.Decider.Host(ctx, a, it.hostname)
-		reply = p.HostReply(d, err)
-	}
-	if d.Duration == 0 {
-		d.Duration = time.Since(start)
+	if it.kind == "host" {
+		d, reply = p.DecideHost(ctx, it.ip, it.hostname)
+	} else {
+		d, reply = p.DecideRcpt(ctx, it.addr)
 	}
 	r := checkResult{
 		Item:       it.String(),
@@ -122,7 +100,7 @@ func decide(ctx context.Context, p *milter.Policy, it item) checkResult {
 	if d.Stale {
 		r.Tier = "stale"
 	}
-	if err != nil {
+	if err := reply.Err; err != nil {
 		r.Tier = "error"
 		if errors.Is(err, lookup.ErrBadAddress) {
 			r.Tier = "bad-address"
@@ -135,11 +113,6 @@ func decide(ctx context.Context, p *milter.Policy, it item) checkResult {
 		r.Tier = "-"
 	}
 	return r
-}
-
-// skipped is the result for an item the daemon would not look up.
-func skipped(it item, tier, why string) checkResult {
-	return checkResult{Item: it.String(), Verdict: milter.VerdictAccept, Reply: "-", Tier: tier, Reason: "not checked: " + why}
 }
 
 func (r checkResult) print(w io.Writer, asJSON bool) error {
