@@ -313,3 +313,29 @@ func TestSlapdPendingLimit(t *testing.T) {
 		t.Errorf("slapd dropped the pooled connection:\n%s", e.d.Output())
 	}
 }
+
+// TestHostileRecipients: recipients built to widen the LDAP filter
+// (wildcards, a closing parenthesis and an OR, backslash escapes) match
+// nobody and get 550 from the daemon, never a continue; real users next
+// to them are unaffected.
+func TestHostileRecipients(t *testing.T) {
+	e := startEnv(t, envOptions{})
+	hostile := []string{
+		"*@example.com",
+		"us*r0@example.com",
+		"user0*@example.com",
+		`"*)(mail=*"@example.com`,
+		`"user0@example.com)(|(mail=*"@example.com`,
+		`"*)(objectClass=*"@example.com`,
+		`"\\2a"@example.com`,
+	}
+	got := ask(t, e.d, hostile...)
+	for i, a := range hostile {
+		if got[i] != reject {
+			t.Errorf("RCPT <%s>: %s, want 550", a, got[i])
+		}
+	}
+	if got := ask(t, e.d, userAddr(0), userAddr(1)); got[0] != accept || got[1] != accept {
+		t.Errorf("real users: %q", got)
+	}
+}
