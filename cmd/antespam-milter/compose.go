@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -62,10 +63,18 @@ func compose(cfg *config.Config, log *slog.Logger, o composeOptions) (_ *stack, 
 		}
 	}()
 
+	// lru is the stack's LRU once chosen: a change of the file lists
+	// marks it stale, so that a user just added is not refused for up to
+	// cache.negative_ttl.
+	var lru atomic.Pointer[lookup.LRU]
 	var dir lookup.Source
 	switch cfg.Source {
 	case "file":
-		f, err := newFileSource(cfg, log)
+		f, err := newFileSource(cfg, log, func() {
+			if l := lru.Load(); l != nil {
+				l.Invalidate()
+			}
+		})
 		if err != nil {
 			return nil, err
 		}
@@ -120,6 +129,7 @@ func compose(cfg *config.Config, log *slog.Logger, o composeOptions) (_ *stack, 
 			}
 		}
 		top = s.LRU
+		lru.Store(s.LRU)
 	}
 
 	s.Checker, err = newChecker(top, cfg)
@@ -136,17 +146,35 @@ func compose(cfg *config.Config, log *slog.Logger, o composeOptions) (_ *stack, 
 
 // newChecker makes the Checker with the [recipients] rules.
 func newChecker(src lookup.Source, cfg *config.Config) (*lookup.Checker, error) {
+	rcptID, hostID := sourceIDs(cfg)
 	c, err := lookup.NewChecker(src, lookup.CheckerOptions{
 		Domains:            cfg.Recipients.Domains,
 		RecipientDelimiter: cfg.Recipients.RecipientDelimiter,
 		CaseFoldLocalPart:  cfg.Recipients.CaseFoldLocalPart,
 		CatchAll:           cfg.Recipients.CatchAll,
 		AlwaysAccept:       cfg.Recipients.AlwaysAccept,
+		RecipientSourceID:  rcptID,
+		HostSourceID:       hostID,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("checker: %w", err)
 	}
 	return c, nil
+}
+
+// sourceIDs name the directory that answers recipients and hosts, for the
+// Checker's Key.Scope: answers cached from another list or another LDAP
+// tree or filter are never served. The URLs are sorted: their order is
+// failover, not meaning.
+func sourceIDs(cfg *config.Config) (rcpt, host string) {
+	switch cfg.Source {
+	case "file":
+		return "file:" + cfg.File.Recipients, "file:" + cfg.File.Hosts
+	case "ldap":
+		tree := "ldap:" + strings.Join(slices.Sorted(slices.Values(cfg.LDAP.URLs)), " ") + "|" + cfg.LDAP.BaseDN + "|"
+		return tree + cfg.LDAP.RecipientFilter, tree + cfg.LDAP.HostFilter
+	}
+	return cfg.Source, cfg.Source
 }
 
 // Ping asks the directory whether it answers (for /healthz). A source
@@ -208,8 +236,8 @@ func (s *swapSource) Lookup(ctx context.Context, key lookup.Key) (lookup.Answer,
 }
 
 // newFileSource opens the plain-text lists; a list whose check is
-// disabled is not read.
-func newFileSource(cfg *config.Config, log *slog.Logger) (lookup.Source, error) {
+// disabled is not read. onChange runs after a changed list is swapped in.
+func newFileSource(cfg *config.Config, log *slog.Logger, onChange func()) (lookup.Source, error) {
 	rcpts, hosts := cfg.File.Recipients, cfg.File.Hosts
 	if !cfg.Recipients.Enabled {
 		rcpts = ""
@@ -217,7 +245,7 @@ func newFileSource(cfg *config.Config, log *slog.Logger) (lookup.Source, error) 
 	if !cfg.Hosts.Enabled {
 		hosts = ""
 	}
-	f, err := lookup.NewFile(rcpts, hosts, log, lookup.FileCaseFold(cfg.Recipients.CaseFoldLocalPart))
+	f, err := lookup.NewFile(rcpts, hosts, log, lookup.FileCaseFold(cfg.Recipients.CaseFoldLocalPart), lookup.FileOnChange(onChange))
 	if err != nil {
 		return nil, fmt.Errorf("file source: %w", err)
 	}

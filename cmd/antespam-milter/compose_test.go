@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"testing"
+	"time"
 
 	"github.com/antespam/antespam-milter/config"
 )
@@ -69,5 +70,41 @@ func TestComposeReuse(t *testing.T) {
 	}
 	if err := nc.Ping(ctx); err != nil {
 		t.Errorf("ping: %v", err)
+	}
+}
+
+// TestComposeFileChangeInvalidatesLRU: a user added to the recipients list
+// is found within the file check interval, not after cache.negative_ttl.
+func TestComposeFileChangeInvalidatesLRU(t *testing.T) {
+	f := newFixture(t, "[cache]\nnegative_ttl = \"1h\"\n[recipients]\ndomains = [\"example.com\"]\n")
+	cfg, err := config.Load(f.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := compose(cfg, slog.New(slog.DiscardHandler), composeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	for _, tier := range []string{"file", "lru"} {
+		if d, err := s.Checker.Recipient(ctx, "dave@example.com"); err != nil || d.Found || d.Tier != tier {
+			t.Fatalf("dave before: %+v, %v; want not found by %s", d, err, tier)
+		}
+	}
+	writeFile(t, f.rcpts, testRecipients+"dave@example.com\n")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		d, err := s.Checker.Recipient(ctx, "dave@example.com")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Found {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("dave still %+v 10s after being listed", d)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

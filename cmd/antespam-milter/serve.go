@@ -166,12 +166,14 @@ func (d *server) reload() {
 	}
 	prev := d.cfg
 	d.setLogger(cfg)
-	d.milter.SetPolicy(d.policy(cfg, s))
-	d.stack.Store(s)
-	d.cfg = cfg
+	// Answers cached under the old config are marked stale before the new
+	// rules can read them.
 	if s.LRU != nil {
 		s.LRU.Invalidate()
 	}
+	d.milter.SetPolicy(d.policy(cfg, s))
+	d.stack.Store(s)
+	d.cfg = cfg
 	old.closeAfter(prev.DecisionTimeout+time.Second, d.log)
 	metrics.ConfigReloads.WithLabelValues("ok").Inc()
 	for _, key := range restartKeys(prev, cfg) {
