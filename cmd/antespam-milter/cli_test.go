@@ -3,10 +3,13 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/antespam/antespam-milter/internal/testserver"
 )
@@ -245,7 +248,7 @@ func TestCheckAndPurgeMemcache(t *testing.T) {
 	checkTier("file")
 	checkTier("memcache")
 	out, stderr, code := runBin(t, "cache", "purge", "-config", f.config, "rcpt", "bob@EXAMPLE.com", "postmaster@example.com")
-	if code != 0 || !strings.Contains(out, "purged\tbob@example.com\tantespam:1:rcpt:bob@example.com\n") ||
+	if code != 0 || !regexp.MustCompile(`(?m)^purged\tbob@example.com\tantespam:\S*:rcpt:\S*bob@example.com$`).MatchString(out) ||
 		!strings.Contains(out, "skipped\tpostmaster@example.com") || !strings.Contains(out, "SIGHUP") {
 		t.Fatalf("purge: exit %d, stdout %q, stderr %q", code, out, stderr)
 	}
@@ -253,6 +256,44 @@ func TestCheckAndPurgeMemcache(t *testing.T) {
 	out, _, code = runBin(t, "cache", "purge", "-config", f.config, "host", "192.0.2.1", "Mx.Example.NET")
 	if code != 0 || !strings.Contains(out, "purged\t192.0.2.1 mx.example.net\t") {
 		t.Errorf("purge host: exit %d, %q", code, out)
+	}
+}
+
+// TestPurgeWithoutDirectory: cache purge needs only memcached: with the
+// LDAP URLs on a closed port and on a server that never answers, and a
+// bind configured, it purges at once and exits 0.
+func TestPurgeWithoutDirectory(t *testing.T) {
+	mc := testserver.StartMemcached(t)
+	closed := testserver.FreePort(t, "127.0.0.1")
+	hole, err := net.Listen("tcp", "127.0.0.1:0") // accepts, never answers
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hole.Close() })
+	pw := filepath.Join(t.TempDir(), "pw")
+	writeFile(t, pw, "secret\n")
+	cfg := filepath.Join(t.TempDir(), "ldap.toml")
+	writeFile(t, cfg, fmt.Sprintf(`source = "ldap"
+decision_timeout = "10s"
+[memcache]
+servers = [%q]
+[ldap]
+urls = ["ldap://%s", "ldap://127.0.0.1:%d"]
+base_dn = "dc=example,dc=com"
+bind_dn = "cn=admin,dc=example,dc=com"
+bind_password_file = %q
+timeout = "5s"
+`, mc.Addr(), hole.Addr(), closed, pw))
+	start := time.Now()
+	out, stderr, code := runBin(t, "cache", "purge", "-config", cfg, "rcpt", "bob@example.com")
+	if code != 0 || !strings.HasPrefix(out, "purged\tbob@example.com\t") {
+		t.Errorf("purge: exit %d, stdout %q, stderr %q", code, out, stderr)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("purge took %s: it waited for the directory", d)
+	}
+	if out, stderr, code := runBin(t, "cache", "purge", "-config", cfg, "host", "192.0.2.1"); code != 0 || !strings.HasPrefix(out, "purged\t192.0.2.1\t") {
+		t.Errorf("purge host: exit %d, stdout %q, stderr %q", code, out, stderr)
 	}
 }
 

@@ -62,6 +62,14 @@ timeout = "500ms"
 	if tier(got[0]) != "accept memcache" || tier(got[1]) != "reject memcache" {
 		t.Errorf("second check: %q", got)
 	}
+	// cache purge deletes the very key the check stored (with the LDAP
+	// tree's scope): the next check asks the directory again.
+	if out, stderr, code := runBin(t, "cache", "purge", "-config", cfg, "rcpt", "bob@example.com"); code != 0 {
+		t.Fatalf("purge: exit %d, stdout %q, stderr %q", code, out, stderr)
+	}
+	if got = lines(1, "rcpt", "bob@example.com"); tier(got[0]) != "reject ldap" {
+		t.Errorf("after purge: %q, want an answer from ldap", got)
+	}
 	got = lines(0, "-no-cache", "rcpt", "alice@example.com")
 	if tier(got[0]) != "accept ldap" {
 		t.Errorf("-no-cache: %q", got)

@@ -2,16 +2,19 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 
+	"github.com/antespam/antespam-milter/config"
 	"github.com/antespam/antespam-milter/lookup"
 )
 
 // purge deletes from memcached the answers the daemons stored for the
 // items, using the Checker's own key derivation, so an admin can undo a
-// cached "user unknown" for the whole fleet. It does not ask the
-// directory, so it works during an outage too.
+// cached "user unknown" for the whole fleet. It neither connects to nor
+// asks the directory, so it works during an outage too.
 func purge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs, path := newFlags("cache purge", stderr)
 	if st, ok := parseFlags(fs, args); !ok {
@@ -30,15 +33,11 @@ func purge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	log := newLogger(stderr, "text", "warn")
-	// The same stack as the daemon's, so the keys are the ones its
-	// lookups store. Nothing is looked up.
-	stk, err := compose(cfg, log, composeOptions{})
+	checker, mc, err := purgeTiers(cfg, log)
 	if err != nil {
 		fmt.Fprintf(stderr, "antespam-milter: %v\n", err)
 		return exitUsage
 	}
-	defer stk.Close()
-	checker, mc := stk.Checker, stk.Memcache
 
 	status := exitOK
 	for _, it := range items {
@@ -72,4 +71,30 @@ func itemKey(c *lookup.Checker, it item) (lookup.Key, bool, error) {
 		return c.RecipientKey(it.addr)
 	}
 	return c.HostKey(it.ip, it.hostname), true, nil
+}
+
+// purgeTiers builds what purge needs of the daemon's stack: the Checker,
+// for its keys, and the memcached tier, for its item keys, with the
+// settings compose uses (newChecker, memcacheOptions), so that the keys
+// are the ones the daemon's lookups store. Both sit on noDirectory: the
+// directory is never dialled, and a refused bind or a black-holed server
+// cannot fail or delay a purge.
+func purgeTiers(cfg *config.Config, log *slog.Logger) (*lookup.Checker, *lookup.Memcache, error) {
+	mc, err := lookup.NewMemcache(noDirectory{}, cfg.Memcache.Servers, memcacheOptions(cfg), log)
+	if err != nil {
+		return nil, nil, fmt.Errorf("memcache tier: %w", err)
+	}
+	checker, err := newChecker(mc, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return checker, mc, nil
+}
+
+// noDirectory stands for the directory under purge's tiers, which only
+// derive keys and delete them: a lookup is a bug.
+type noDirectory struct{}
+
+func (noDirectory) Lookup(context.Context, lookup.Key) (lookup.Answer, error) {
+	return lookup.Answer{}, errors.New("cache purge does not look anything up")
 }
