@@ -53,11 +53,13 @@ func TestParseDefaults(t *testing.T) {
 			}
 			want := config.Default()
 			want.Path = "f.toml"
+			// The defaults check recipients in every domain: a warning.
+			want.Warnings = c.Warnings
 			if !reflect.DeepEqual(*c, want) {
 				t.Errorf("got  %+v\nwant %+v", *c, want)
 			}
-			if len(c.Warnings) != 0 {
-				t.Errorf("warnings: %q", c.Warnings)
+			if len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0], "recipients.domains: is empty") {
+				t.Errorf("warnings: %q, want one about recipients.domains", c.Warnings)
 			}
 		})
 	}
@@ -215,6 +217,24 @@ func TestParseErrors(t *testing.T) {
 		{"ldap missing CA", ldap + "tls_ca_file = \"/nonexistent/ca.pem\"\n", []string{"5 ldap.tls_ca_file: "}},
 		{"domain with @", "[recipients]\ndomains = [\"@example.com\"]\n", []string{"2 recipients.domains: "}},
 		{"delimiter space", "[recipients]\nrecipient_delimiter = \"+ \"\n", []string{"2 recipients.recipient_delimiter: "}},
+		// What lookup.NewChecker and lookup.NewLDAP refuse, config refuses.
+		{"delimiter quote", "[recipients]\nrecipient_delimiter = \"+\\\"\"\n", []string{`2 recipients.recipient_delimiter: recipient delimiter '"' is not allowed`}},
+		{"delimiter backslash", "[recipients]\nrecipient_delimiter = '\\-'\n", []string{`2 recipients.recipient_delimiter: recipient delimiter '\\' is not allowed`}},
+		{"always_accept with a quote", "[recipients]\nalways_accept = ['ab\"use']\n", []string{`2 recipients.always_accept: always-accepted local part "ab\"use" is not a plain local part`}},
+		{"always_accept with a backslash", "[recipients]\nalways_accept = ['ab\\use', 'abuse']\n", []string{"2 recipients.always_accept: always-accepted local part"}},
+		{"always_accept with a control character", "[recipients]\nalways_accept = [\"ab\\u0001use\"]\n", []string{"2 recipients.always_accept: always-accepted local part"}},
+		{"domain invalid A-label", "[recipients]\ndomains = [\"xn--a.example\"]\n", []string{`2 recipients.domains: domain "xn--a.example": `}},
+		{"domain IDN joiner", "[recipients]\ndomains = [\"a\\u200Db.example\", \"bücher.example\"]\n", []string{`2 recipients.domains: domain "a\u200db.example": `}},
+		{"domain bad label", "[recipients]\ndomains = [\"exa..mple.com\"]\n", []string{`2 recipients.domains: domain "exa..mple.com": `}},
+		{"ldap two filters side by side", ldap + "recipient_filter = \"(mail=%s)(cn=%s)\"\n", []string{`5 ldap.recipient_filter: filter template "(mail=%s)(cn=%s)": `}},
+		{"ldap filter bad operator", ldap + "recipient_filter = \"(mail~~%s)\"\n", []string{`5 ldap.recipient_filter: filter template`}},
+		{"ldap host filter %d", ldap + "host_filter = \"(associatedDomain=%d)\"\n", []string{"5 ldap.host_filter: filter template \"(associatedDomain=%d)\": a host filter may only use %s"}},
+		{"ldap host filter %u", ldap + "host_filter = \"(|(cn=%s)(uid=%u))\"\n", []string{"5 ldap.host_filter: filter template \"(|(cn=%s)(uid=%u))\": a host filter may only use %s"}},
+		{"ldap host filter %u, hosts off", ldap + "host_filter = \"(uid=%u)\"\n[hosts]\nenabled = false\n", []string{"5 ldap.host_filter: filter template \"(uid=%u)\": a host filter may only use %s"}},
+		{"ldap host filter %%d is a literal", ldap + "host_filter = \"(&(cn=%s)(description=100%%d))\"\n", nil},
+		{"ldap no filter at all", ldap + "recipient_filter = \"\"\nhost_filter = \"\"\n[hosts]\nenabled = false\n[recipients]\nenabled = false\n", []string{"5 ldap.recipient_filter: and ldap.host_filter are both empty"}},
+		{"ldap URL without a host", "source = \"ldap\"\n[ldap]\nurls = [\"ldap://\", \"ldaps://[::1\"]\nbase_dn = \"dc=x\"\n", []string{`3 ldap.urls: ldap URL "ldap://": no host`, `3 ldap.urls: ldap URL "ldaps://[::1": `}},
+		{"ldap CA file without a certificate", ldap + "tls_ca_file = \"testdata/full.toml\"\n", []string{"5 ldap.tls_ca_file: ldap CA file testdata/full.toml: no PEM certificate in it"}},
 		{"syntax error", "listen = \"inet:1@x\nmode = 1\n", []string{"1 listen: "}},
 		{"duplicate key", "mode = \"report\"\nmode = \"enforce\"\n", []string{"2 mode: "}},
 	}
@@ -360,7 +380,8 @@ func TestBindPasswordFile(t *testing.T) {
 	const password = "hunter2-Sup3rSecret"
 	dir := t.TempDir()
 	conf := func(pw string) string {
-		return fmt.Sprintf("source = \"ldap\"\n[ldap]\nurls = [\"ldap://127.0.0.1\"]\nbase_dn = \"dc=x\"\nbind_dn = \"cn=milter,dc=x\"\nbind_password_file = %q\n", pw)
+		// Domains listed, so that the only warning can be the password's.
+		return fmt.Sprintf("source = \"ldap\"\n[ldap]\nurls = [\"ldap://127.0.0.1\"]\nbase_dn = \"dc=x\"\nbind_dn = \"cn=milter,dc=x\"\nbind_password_file = %q\n[recipients]\ndomains = [\"example.com\"]\n", pw)
 	}
 	write := func(name, data string, mode os.FileMode) string {
 		p := filepath.Join(dir, name)
@@ -461,5 +482,34 @@ func TestLoadMissingFile(t *testing.T) {
 	_, err := config.Load(filepath.Join(t.TempDir(), "none.toml"))
 	if err == nil || !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("Load of a missing file: %v, want ErrNotExist", err)
+	}
+}
+
+// TestParseDomainsWarning: checking recipients in every domain is allowed
+// but rarely meant (relayed mail to outside domains is checked too).
+func TestParseDomainsWarning(t *testing.T) {
+	tests := []struct {
+		name, data string
+		warn       bool
+	}{
+		{"enabled, no domains", "[recipients]\nenabled = true\n", true},
+		{"enabled, empty list", "[recipients]\ndomains = []\n", true},
+		{"enabled with domains", "[recipients]\ndomains = [\"example.com\"]\n", false},
+		{"disabled, no domains", "[recipients]\nenabled = false\n", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, es := parse(t, tt.data)
+			if es != nil {
+				t.Fatalf("errors: %v", es)
+			}
+			const want = "f.toml: recipients.domains: is empty, so every recipient domain is checked, including mail relayed for trusted or authenticated clients to outside domains; list your domains"
+			if tt.warn && (len(c.Warnings) != 1 || c.Warnings[0] != want) {
+				t.Errorf("warnings %q, want [%q]", c.Warnings, want)
+			}
+			if !tt.warn && len(c.Warnings) != 0 {
+				t.Errorf("warnings %q, want none", c.Warnings)
+			}
+		})
 	}
 }
