@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/antespam/antespam-milter/lookup"
 )
 
 // DefaultPath is where the packages install the configuration.
@@ -381,6 +383,13 @@ func (v *validator) add(key, format string, args ...any) {
 	v.errs = append(v.errs, Error{File: v.file, Line: line, Key: key, Msg: fmt.Sprintf(format, args...)})
 }
 
+// addAll adds each of errs on key.
+func (v *validator) addAll(key string, errs []error) {
+	for _, err := range errs {
+		v.add(key, "%v", err)
+	}
+}
+
 var (
 	replyRE    = regexp.MustCompile(`^([245])[0-9][0-9] ([245])\.[0-9]{1,3}\.[0-9]{1,3} \S`)
 	listenRE   = regexp.MustCompile(`^(inet|inet6):([0-9]+)(@.+)?$|^(unix|local):(/.+)$`)
@@ -462,20 +471,31 @@ func (c *Config) validate(v *validator) {
 	if !onErrHosts[c.Recipients.OnLookupError] {
 		v.add("recipients.on_lookup_error", "%q is not \"accept\" or \"tempfail\"", c.Recipients.OnLookupError)
 	}
+	// Each value is checked here, then as lookup.NewChecker checks it (an
+	// IDN that does not convert, a quote...), one error per value.
 	for _, d := range c.Recipients.Domains {
 		if d == "" || strings.ContainsAny(d, "@ \t<>") {
 			v.add("recipients.domains", "%q is not a domain name", d)
+			continue
 		}
+		v.addAll("recipients.domains", lookup.ValidateCheckerOptions(lookup.CheckerOptions{Domains: []string{d}}))
 	}
 	for _, r := range c.Recipients.RecipientDelimiter {
 		if r == '@' || r == ' ' || r > 0x7e || r < 0x21 {
 			v.add("recipients.recipient_delimiter", "%q cannot be a delimiter", r)
+			continue
 		}
+		v.addAll("recipients.recipient_delimiter", lookup.ValidateCheckerOptions(lookup.CheckerOptions{RecipientDelimiter: string(r)}))
 	}
 	for _, a := range c.Recipients.AlwaysAccept {
 		if a == "" || strings.ContainsAny(a, "@ \t<>") {
 			v.add("recipients.always_accept", "%q is not a local part", a)
+			continue
 		}
+		v.addAll("recipients.always_accept", lookup.ValidateCheckerOptions(lookup.CheckerOptions{AlwaysAccept: []string{a}}))
+	}
+	if c.Recipients.Enabled && len(c.Recipients.Domains) == 0 {
+		c.Warnings = append(c.Warnings, fmt.Sprintf("%s: recipients.domains: is empty, so every recipient domain is checked, including mail relayed for trusted or authenticated clients to outside domains; list your domains", v.file))
 	}
 
 	if c.Cache.Size < 0 {
@@ -514,16 +534,35 @@ func (l *LDAP) validate(v *validator, c *Config) {
 	for _, u := range l.URLs {
 		if !strings.HasPrefix(u, "ldap://") && !strings.HasPrefix(u, "ldaps://") && !strings.HasPrefix(u, "ldapi://") {
 			v.add("ldap.urls", "%q is not an ldap://, ldaps:// or ldapi:// URL", u)
+		} else if err := lookup.ValidateLDAPURL(u); err != nil {
+			v.add("ldap.urls", "%v", err)
 		}
 	}
 	if l.BaseDN == "" {
 		v.add("ldap.base_dn", "must be set when source = \"ldap\"")
 	}
-	if c.Recipients.Enabled {
-		filter(v, "ldap.recipient_filter", l.RecipientFilter)
+	// A filter of a disabled check is not needed, but lookup.NewLDAP still
+	// compiles it when it is set.
+	for _, f := range []struct {
+		key, tmpl string
+		enabled   bool
+		kind      lookup.Kind
+	}{
+		{"ldap.recipient_filter", l.RecipientFilter, c.Recipients.Enabled, lookup.Recipient},
+		{"ldap.host_filter", l.HostFilter, c.Hosts.Enabled, lookup.Host},
+	} {
+		if f.enabled && !filter(v, f.key, f.tmpl) {
+			continue
+		}
+		if f.tmpl == "" {
+			continue
+		}
+		if err := lookup.ValidateFilter(f.tmpl, f.kind); err != nil {
+			v.add(f.key, "%v", err)
+		}
 	}
-	if c.Hosts.Enabled {
-		filter(v, "ldap.host_filter", l.HostFilter)
+	if l.RecipientFilter == "" && l.HostFilter == "" && !c.Recipients.Enabled && !c.Hosts.Enabled {
+		v.add("ldap.recipient_filter", "and ldap.host_filter are both empty: set one (lookup.NewLDAP needs a filter)")
 	}
 	positive(v, "ldap.timeout", l.Timeout)
 	if l.Connections < 1 || l.Connections > 64 {
@@ -533,7 +572,7 @@ func (l *LDAP) validate(v *validator, c *Config) {
 		v.add("ldap.max_in_flight", "must be between 1 and 1000, not %d", l.MaxInFlight)
 	}
 	if l.TLSCAFile != "" {
-		if _, err := os.Stat(l.TLSCAFile); err != nil {
+		if err := lookup.ValidateCAFile(l.TLSCAFile); err != nil {
 			v.add("ldap.tls_ca_file", "%v", err)
 		}
 	}
@@ -572,13 +611,17 @@ func (l *LDAP) validate(v *validator, c *Config) {
 	}
 }
 
-func filter(v *validator, key, f string) {
+// filter checks the shape of a filter template and reports whether it
+// passed.
+func filter(v *validator, key, f string) bool {
 	if !strings.HasPrefix(f, "(") || !strings.HasSuffix(f, ")") {
 		v.add(key, "%q is not an LDAP filter in parentheses", f)
-		return
+		return false
 	}
+	ok := true
 	if !strings.Contains(f, "%s") && !strings.Contains(f, "%u") && !strings.Contains(f, "%d") {
 		v.add(key, "%q has no %%s, %%u or %%d placeholder", f)
+		ok = false
 	}
 	depth := 0
 	for _, r := range f {
@@ -594,7 +637,9 @@ func filter(v *validator, key, f string) {
 	}
 	if depth != 0 {
 		v.add(key, "%q has unbalanced parentheses", f)
+		ok = false
 	}
+	return ok
 }
 
 func positive(v *validator, key string, d time.Duration) {
