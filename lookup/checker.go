@@ -83,34 +83,21 @@ func NewChecker(src Source, opts CheckerOptions) (*Checker, error) {
 	if src == nil {
 		return nil, errors.New("new checker: nil source")
 	}
+	// The config package runs the same validation for config-test.
+	if errs := ValidateCheckerOptions(opts); len(errs) > 0 {
+		return nil, fmt.Errorf("new checker: %w", errors.Join(errs...))
+	}
 	c := &Checker{src: src, opts: opts, always: map[string]bool{"postmaster": true}}
-	var errs []error
 	if len(opts.Domains) > 0 {
 		c.domains = make(map[string]bool, 2*len(opts.Domains))
 		for _, d := range opts.Domains {
-			a, err := NormalizeDomain(strings.TrimSpace(d))
-			if err != nil {
-				errs = append(errs, fmt.Errorf("domain %q: %w", d, err))
-				continue
-			}
+			a, _ := NormalizeDomain(strings.TrimSpace(d)) // validated above
 			c.domains[a] = true
 			c.domains[DomainUnicode(a)] = true
 		}
 	}
-	for _, r := range opts.RecipientDelimiter {
-		if r == '@' || r == '"' || r == '\\' || r <= ' ' || r == 0x7f {
-			errs = append(errs, fmt.Errorf("recipient delimiter %q is not allowed", r))
-		}
-	}
 	for _, l := range opts.AlwaysAccept {
-		if l == "" || strings.ContainsAny(l, "@\"\\") || checkText(l) != nil {
-			errs = append(errs, fmt.Errorf("always-accepted local part %q is not a plain local part", l))
-			continue
-		}
 		c.always[strings.ToLower(l)] = true
-	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, fmt.Errorf("new checker: %w", err)
 	}
 	c.rcptScope = keyScope("rcpt", opts.RecipientDelimiter, strconv.FormatBool(opts.CatchAll),
 		strconv.FormatBool(opts.CaseFoldLocalPart), opts.RecipientSourceID)
