@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -260,7 +261,8 @@ const tierError = "error"
 // lookupCounters holds the metrics.Lookups series resolved once, so that
 // counting a decision is a map read and an atomic add. Only the pairs that
 // occur are made (a not-ours answer is always found); any other pair, such
-// as a test's fake tier, is resolved when used.
+// as a test's fake tier, is resolved when first used and kept in
+// otherCounters.
 var lookupCounters = func() map[string]*[numResults]prometheus.Counter {
 	m := map[string]*[numResults]prometheus.Counter{}
 	add := func(tier string, results ...int) {
@@ -280,11 +282,25 @@ var lookupCounters = func() map[string]*[numResults]prometheus.Counter {
 	return m
 }()
 
+// otherCounters maps a tierResult missing from lookupCounters to its
+// prometheus.Counter.
+var otherCounters sync.Map
+
+type tierResult struct {
+	tier   string
+	result int
+}
+
 // countLookup counts one decision in metrics.Lookups.
 func countLookup(tier string, result int) {
 	if cs := lookupCounters[tier]; cs != nil && cs[result] != nil {
 		cs[result].Inc()
 		return
 	}
-	metrics.Lookups.WithLabelValues(tier, resultNames[result]).Inc()
+	k := tierResult{tier, result}
+	c, ok := otherCounters.Load(k)
+	if !ok {
+		c, _ = otherCounters.LoadOrStore(k, metrics.Lookups.WithLabelValues(tier, resultNames[result]))
+	}
+	c.(prometheus.Counter).Inc()
 }
