@@ -4,14 +4,15 @@ import (
 	"bytes"
 	"compress/gzip"
 	"errors"
-	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -425,24 +426,40 @@ func daemonCredential(t *testing.T) *syscall.Credential {
 }
 
 // serveAsUnit runs the installed binary the way antespam-milter.service
-// does (its user, its command line, an empty environment but for
-// NOTIFY_SOCKET, cwd /) on the installed config with only the port
-// changed, and checks READY=1, that it accepts connections, and that
-// SIGTERM ends it with STOPPING=1 and exit 0.
+// does: its user, its command line, an empty environment but for
+// NOTIFY_SOCKET, cwd /, a unix socket in /run/antespam-milter (what
+// RuntimeDirectory= makes) with socket_group set. It checks READY=1, the
+// socket's mode and group, RELOADING=1 on SIGHUP (ExecReload), and that
+// SIGTERM ends it with STOPPING=1 and exit 0. It runs under strace: every
+// system call the daemon made must pass the unit's SystemCallFilter=
+// (blocked calls would fail with EPERM under systemd).
 func serveAsUnit(t *testing.T) {
-	port := testserver.FreePort(t, "127.0.0.1")
+	strace := testserver.Require(t, "strace")
+	cred := daemonCredential(t)
+	runDir := "/run/antespam-milter"
+	if err := os.Mkdir(runDir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(runDir) })
+	if err := os.Chown(runDir, int(cred.Uid), int(cred.Gid)); err != nil {
+		t.Fatal(err)
+	}
+	listen := filepath.Join(runDir, "milter.sock")
 	conf := filepath.Join(confDir, "package-test.toml")
-	data := strings.Replace(readFile(t, confFile), `listen = "inet:8890@127.0.0.1"`, fmt.Sprintf(`listen = "inet:%d@127.0.0.1"`, port), 1)
+	data := strings.NewReplacer(
+		`listen = "inet:8890@127.0.0.1"`, `listen = "unix:`+listen+`"`,
+		`socket_group = ""`, `socket_group = "`+pkg+`"`,
+	).Replace(readFile(t, confFile))
 	if err := os.WriteFile(conf, []byte(data), 0o640); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.Remove(conf) })
-	if err := os.Chown(conf, 0, int(daemonCredential(t).Gid)); err != nil {
+	if err := os.Chown(conf, 0, int(cred.Gid)); err != nil {
 		t.Fatal(err)
 	}
 
-	// The notify socket must be writable by the daemon's user; a short
-	// path: unix socket paths are limited to 108 bytes.
+	// The notify socket and the trace, in a directory of the daemon's
+	// user; a short path: unix socket paths are limited to 108 bytes.
 	dir, err := os.MkdirTemp("", "notify")
 	if err != nil {
 		t.Fatal(err)
@@ -454,7 +471,7 @@ func serveAsUnit(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { notify.Close() })
-	if err := errors.Join(os.Chmod(dir, 0o755), os.Chmod(sock, 0o777)); err != nil {
+	if err := errors.Join(os.Chown(dir, int(cred.Uid), int(cred.Gid)), os.Chown(sock, int(cred.Uid), int(cred.Gid))); err != nil {
 		t.Fatal(err)
 	}
 	expect := func(state string) {
@@ -472,16 +489,39 @@ func serveAsUnit(t *testing.T) {
 		}
 	}
 
-	cmd := exec.Command(binary, "serve", "-config", conf)
+	trace := filepath.Join(dir, "trace")
+	cmd := exec.Command(strace, "-f", "-qq", "-o", trace, binary, "serve", "-config", conf)
 	cmd.Env = []string{"NOTIFY_SOCKET=" + sock}
 	cmd.Dir = "/"
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: daemonCredential(t)}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	p := testserver.Start(t, cmd, filepath.Join(t.TempDir(), "serve.log"))
 	expect("READY=1")
-	if err := testserver.WaitTCP(fmt.Sprintf("127.0.0.1:%d", port), 5*time.Second); err != nil {
-		t.Fatalf("%v\n%s", err, p.Output())
+
+	fi, err := os.Stat(listen)
+	if err != nil {
+		t.Fatalf("no socket: %v\n%s", err, p.Output())
 	}
-	if err := p.Signal(syscall.SIGTERM); err != nil {
+	if st := fi.Sys().(*syscall.Stat_t); fi.Mode() != fs.ModeSocket|0o660 || st.Uid != cred.Uid || st.Gid != cred.Gid {
+		t.Errorf("%s: %s %d:%d, want %s %d:%d", listen, fi.Mode(), st.Uid, st.Gid, fs.ModeSocket|0o660, cred.Uid, cred.Gid)
+	}
+	c, err := net.Dial("unix", listen)
+	if err != nil {
+		t.Fatalf("connect to %s: %v", listen, err)
+	}
+	c.Close()
+
+	// The daemon is strace's child: its pid starts the trace's lines.
+	first, _, _ := strings.Cut(readFile(t, trace), " ")
+	pid, err := strconv.Atoi(first)
+	if err != nil {
+		t.Fatalf("no pid in the trace: %q", first)
+	}
+	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	expect("RELOADING=1")
+	expect("READY=1")
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	expect("STOPPING=1")
@@ -493,8 +533,86 @@ func serveAsUnit(t *testing.T) {
 			t.Errorf("serve after SIGTERM: %v\n%s", err, p.Output())
 		}
 	case <-time.After(15 * time.Second):
-		t.Errorf("serve still running 15s after SIGTERM\n%s", p.Output())
+		t.Fatalf("serve still running 15s after SIGTERM\n%s", p.Output())
 	}
+
+	allowed := unitSyscalls(t, filepath.Join(testserver.RepoRoot(t), "antespam-milter.service"))
+	used := tracedSyscalls(t, trace)
+	for _, sc := range used {
+		if !allowed[sc] {
+			t.Errorf("the daemon called %s, which the unit's SystemCallFilter= blocks", sc)
+		}
+	}
+	t.Logf("%d distinct system calls, all allowed by the unit", len(used))
+}
+
+var syscallRE = regexp.MustCompile(`^[0-9]+ +([a-z0-9_]+)\(`)
+
+// tracedSyscalls lists the system calls in an `strace -f` output file.
+func tracedSyscalls(t *testing.T, path string) []string {
+	t.Helper()
+	seen := map[string]bool{}
+	for _, l := range strings.Split(readFile(t, path), "\n") {
+		if m := syscallRE.FindStringSubmatch(l); m != nil {
+			seen[m[1]] = true
+		}
+	}
+	return slices.Sorted(maps.Keys(seen))
+}
+
+// unitSyscalls is the set of system calls the unit's SystemCallFilter=
+// lines allow, groups expanded by systemd-analyze: the first line is an
+// allow list; later lines add to it, or remove with ~, in order.
+func unitSyscalls(t *testing.T, unit string) map[string]bool {
+	t.Helper()
+	groups := map[string][]string{}
+	group := ""
+	// stdout only: a note on stderr could split a line.
+	out, err := exec.Command("systemd-analyze", "syscall-filter", "--no-pager").Output()
+	if err != nil {
+		t.Fatalf("systemd-analyze syscall-filter: %v", err)
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		switch {
+		case strings.HasPrefix(l, "@"):
+			group = strings.Fields(l)[0]
+		case group != "" && strings.HasPrefix(l, "    ") && !strings.HasPrefix(strings.TrimSpace(l), "#"):
+			groups[group] = append(groups[group], strings.TrimSpace(l))
+		}
+	}
+	var expand func(name string) []string
+	expand = func(name string) []string {
+		if !strings.HasPrefix(name, "@") {
+			return []string{name}
+		}
+		var out []string
+		for _, m := range groups[name] {
+			out = append(out, expand(m)...)
+		}
+		if out == nil {
+			t.Fatalf("systemd-analyze syscall-filter knows no %s", name)
+		}
+		return out
+	}
+	allowed := map[string]bool{}
+	first := true
+	for _, l := range strings.Split(readFile(t, unit), "\n") {
+		v, ok := strings.CutPrefix(strings.TrimSpace(l), "SystemCallFilter=")
+		if !ok {
+			continue
+		}
+		deny := strings.HasPrefix(v, "~")
+		if first && deny {
+			t.Fatalf("%s: the first SystemCallFilter= is a deny list; this check expects an allow list", unit)
+		}
+		first = false
+		for _, name := range strings.Fields(strings.TrimPrefix(v, "~")) {
+			for _, sc := range expand(name) {
+				allowed[sc] = !deny
+			}
+		}
+	}
+	return allowed
 }
 
 // configTestAsDaemon runs config-test as the daemon's user and group: the

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Installs, with apt-get, what `make test` needs when it is missing:
 # memcached, slapd, ldap-utils, postfix, swaks, m4, rpm, lintian, openssl,
-# systemd (systemd-analyze, for the packaging tests), man-db,
+# systemd (systemd-analyze), man-db and strace for the packaging tests,
 # and Sendmail's .debs unpacked (not installed: they conflict with postfix)
 # under .cache/sendmail. Services are kept from starting by a temporary
 # policy-rc.d; the tests start their own instances on loopback ports.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
-want=(memcached slapd ldap-utils postfix swaks m4 rpm lintian openssl procps iproute2 util-linux systemd man-db)
+want=(memcached slapd ldap-utils postfix swaks m4 rpm lintian openssl procps iproute2 util-linux systemd man-db strace)
 missing=()
 for p in "${want[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
