@@ -437,6 +437,7 @@ func serveAsUnit(t *testing.T) {
 	strace := testserver.Require(t, "strace")
 	cred := daemonCredential(t)
 	runDir := "/run/antespam-milter"
+	os.RemoveAll(runDir) // a leftover of a killed run; systemd makes it afresh too
 	if err := os.Mkdir(runDir, 0o750); err != nil {
 		t.Fatal(err)
 	}
