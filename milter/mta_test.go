@@ -166,6 +166,23 @@ func TestSendmail(t *testing.T) {
 	}
 	t.Logf("Sendmail RCPT replies: %q", got)
 	checkMacros(t, &logs)
+
+	// The reject template the README suggests behind Sendmail: without
+	// {rcpt}, Sendmail's own "<addr>... " prefix names the address once.
+	// Sendmail adds no prefix to a 4xx: the default tempfail reply stays.
+	src := newMapSource("known@example.org")
+	src.fail["broken@example.org"] = true
+	srv.SetPolicy(newPolicy(t, src, testConfig(func(c *config.Config) {
+		c.TrustedNetworks, c.TrustedPrefixes = nil, nil
+		c.Recipients.RejectReply = "550 5.1.1 Recipient address rejected: User unknown"
+	}), logs.logger()))
+	got = smtpRcpts(t, sm.Addr, "unknown@example.org", "broken@example.org")
+	if want := []string{
+		"550 5.1.1 <unknown@example.org>... Recipient address rejected: User unknown",
+		"451 4.3.0 <broken@example.org>: Temporary lookup failure",
+	}; strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("Sendmail RCPT replies with the Sendmail reject template:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
 	for _, l := range []struct{ listed, addr string }{{"127.0.0.1", sm.Addr}, {"::1", sm.Addr6}} {
 		srv.SetPolicy(mtaPolicy(t, &logs, l.listed))
 		g := smtpGreeting(t, l.addr)
