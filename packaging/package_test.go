@@ -125,7 +125,8 @@ func dpkg(t *testing.T, args ...string) string {
 	}
 }
 
-// status is the package's dpkg status abbreviation ("ii ", "rc ", or "" when unknown).
+// status is the package's dpkg status abbreviation, trimmed ("ii", "rc"),
+// or "" when dpkg does not know the package.
 func status(t *testing.T) string {
 	t.Helper()
 	out, err := run("dpkg-query", "-W", "-f=${db:Status-Abbrev}", pkg)
@@ -135,12 +136,13 @@ func status(t *testing.T) string {
 	return strings.TrimSpace(out)
 }
 
-// TestPackages builds the .deb and the .rpm, and a .deb of a later version,
-// installs the first .deb on this machine, checks what it installed, upgrades to the
-// second with an edited config, removes and purges it, and compares the
-// .rpm's layout. It needs root and leaves the machine as it found it,
-// except for the antespam-milter user and group, which a purge keeps
-// (Debian policy: files elsewhere may still belong to them).
+// TestPackages builds the .deb and the .rpm, and a .deb of a later
+// version; installs the first .deb on this machine, checks what it
+// installed, upgrades to the second with an edited config, removes and
+// purges it; runs lintian; and compares the .rpm's layout. It needs root
+// and leaves the machine as it found it, except for the antespam-milter
+// user and group, which a purge keeps (Debian policy: files elsewhere may
+// still belong to them).
 func TestPackages(t *testing.T) {
 	if os.Geteuid() != 0 {
 		testserver.Unavailable(t, "installing the .deb needs root")
@@ -183,6 +185,12 @@ func TestPackages(t *testing.T) {
 	if err := lint.Start(); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		if lint.ProcessState == nil { // the test stopped early
+			_ = lint.Process.Kill()
+			_ = lint.Wait()
+		}
+	})
 	t.Run("rpm", func(t *testing.T) { checkRPM(t, a) })
 
 	t.Cleanup(func() {
@@ -216,7 +224,17 @@ func TestPackages(t *testing.T) {
 	})
 
 	t.Run("remove keeps the config, purge deletes it", func(t *testing.T) {
+		// An admin enabled it; removal must not leave a dangling symlink.
+		wants := "/etc/systemd/system/multi-user.target.wants/antespam-milter.service"
+		mustRun(t, "systemctl", "enable", "antespam-milter.service")
+		t.Cleanup(func() { os.Remove(wants) })
+		if _, err := os.Lstat(wants); err != nil {
+			t.Fatalf("systemctl enable made no link: %v", err)
+		}
 		dpkg(t, "-r", pkg)
+		if _, err := os.Lstat(wants); err == nil {
+			t.Errorf("%s is still there after dpkg -r", wants)
+		}
 		if s := status(t); s != "rc" {
 			t.Errorf("dpkg status after -r = %q, want rc", s)
 		}

@@ -18,10 +18,9 @@ if [ -d /run/systemd/system ]; then
 		systemctl stop antespam-milter.service >/dev/null 2>&1 || true
 	fi
 fi
-# Works without a running systemd too: removes the enablement symlinks.
-if command -v deb-systemd-helper >/dev/null 2>&1; then
-	deb-systemd-helper disable antespam-milter.service >/dev/null 2>&1 || true
-elif command -v systemctl >/dev/null 2>&1; then
+# Removes the enablement symlinks however they were made (deb-systemd-helper
+# only removes its own); works without a running systemd too.
+if command -v systemctl >/dev/null 2>&1; then
 	systemctl --no-reload disable antespam-milter.service >/dev/null 2>&1 || true
 fi
 exit 0
