@@ -99,3 +99,39 @@ func TestBindPasswordNeverShown(t *testing.T) {
 		}
 	}
 }
+
+// TestAbsurdConfigExits2: config-test and serve on a file with an
+// invalid value on nearly every line (config/testdata/every-error.toml,
+// wrong types included) print every error as FILE:LINE: key: message and
+// exit 2; the daemon does not start.
+func TestAbsurdConfigExits2(t *testing.T) {
+	path := filepath.Join(testserver.RepoRoot(t), "config", "testdata", "every-error.toml")
+	stdout, stderr, code := testserver.RunDaemonCommand(t, "config-test", "-config", path)
+	if code != 2 || strings.Contains(stdout, "config OK") {
+		t.Fatalf("config-test: exit %d, stdout %q; want exit 2", code, stdout)
+	}
+	lines := 0
+	for _, l := range strings.Split(stderr, "\n") {
+		if strings.HasPrefix(l, path+":") {
+			lines++
+		}
+	}
+	for _, want := range []string{
+		path + ":1: listen: ", path + ":6: decision_timeout: ", path + ":8: max_sessions: ",
+		path + ":12: bogus: unknown key", path + ":24: recipients.reject_reply: ", path + ":44: ldap.max_in_flight: ",
+	} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("config-test output lacks %q", want)
+		}
+	}
+	if lines < 30 {
+		t.Errorf("%d error lines, want every error (30 or more):\n%s", lines, stderr)
+	}
+	d := testserver.StartDaemonWith(t, path, testserver.DaemonOptions{NoWait: true})
+	if !d.Wait(15 * time.Second) {
+		t.Fatal("serve still running on an invalid config")
+	}
+	if d.ExitCode() != 2 {
+		t.Errorf("serve: exit %d, want 2:\n%s", d.ExitCode(), d.Output())
+	}
+}
