@@ -150,6 +150,7 @@ func TestPackages(t *testing.T) {
 	for _, p := range []string{"dpkg", "dpkg-deb", "dpkg-query", "lintian", "rpm", "systemd-analyze"} {
 		testserver.Require(t, p)
 	}
+	lockMachine(t)
 	if s := status(t); s != "" && s != "un" && s != "pn" {
 		t.Fatalf("%s is already on this machine (dpkg status %q); the test installs and purges it: dpkg -P %s first", pkg, s, pkg)
 	}
@@ -278,6 +279,20 @@ func TestPackages(t *testing.T) {
 	}
 	t.Logf("lintian: accepted (packaging/lintian-overrides): %s", strings.Join(overridden, "; "))
 	t.Logf("total %s", time.Since(start).Round(time.Millisecond))
+}
+
+// lockMachine makes concurrent runs of this test on one machine (two
+// `make test` at once) take turns: each installs and purges the package.
+func lockMachine(t *testing.T) {
+	t.Helper()
+	f, err := os.OpenFile("/run/lock/antespam-milter-package-test.lock", os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() }) // closing releases the lock, after the other cleanups
 }
 
 func readFile(t *testing.T, path string) string {
