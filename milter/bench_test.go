@@ -1,6 +1,8 @@
 package milter
 
 import (
+	"io"
+	"log/slog"
 	"testing"
 
 	gomilter "github.com/emersion/go-milter"
@@ -14,6 +16,26 @@ func BenchmarkRcptDecision(b *testing.B) {
 	_, addr := startServer(b, newPolicy(b, src, testConfig(), discard()), ServerOptions{MaxSessions: 100}, discard())
 	s := dial(b, "tcp", addr)
 	must(b)(s.Conn("h", gomilter.FamilyInet, 25, "10.0.0.1"))
+	must(b)(s.Mail("a@b.test", nil))
+	rcpts := []string{"known@example.org", "unknown@example.org"}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if _, err := s.Rcpt(rcpts[i&1], nil); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}
+
+// BenchmarkRcptDecisionLogged: the same with every decision logged (JSON,
+// info level, to io.Discard), as the daemon runs.
+func BenchmarkRcptDecisionLogged(b *testing.B) {
+	src := newMapSource("known@example.org")
+	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	_, addr := startServer(b, newPolicy(b, src, testConfig(), log), ServerOptions{MaxSessions: 100}, discard())
+	s := dial(b, "tcp", addr)
+	must(b)(s.Conn("h", gomilter.FamilyInet, 25, "198.51.100.1"))
 	must(b)(s.Mail("a@b.test", nil))
 	rcpts := []string{"known@example.org", "unknown@example.org"}
 	b.ReportAllocs()

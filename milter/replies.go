@@ -143,6 +143,7 @@ var (
 	defaults = config.Default()
 	// replyRE is what Postfix accepts from a milter: a 3-digit code, a
 	// space, an enhanced status code of the same class, a space and text.
+	// validReply implements it; the tests hold them to each other.
 	replyRE = regexp.MustCompile(`^([245])[0-9][0-9] ([245])\.[0-9]{1,3}\.[0-9]{1,3} \S`)
 )
 
@@ -172,11 +173,30 @@ func replyLine(tmpl, fallback string, class byte, rcpt string) string {
 
 var genericText = map[byte]string{'4': "Temporary failure", '5': "Rejected"}
 
-// validReply: a reply line of the given class, codes agreeing.
+// validReply: a reply line of the given class, codes agreeing; what
+// replyRE matches, written out as it runs for every reply.
 func validReply(line string, class byte) bool {
-	m := replyRE.FindStringSubmatch(line)
-	return m != nil && m[1][0] == class && m[1] == m[2]
+	if (class != '2' && class != '4' && class != '5') || len(line) < 10 || line[0] != class || !isDigit(line[1]) || !isDigit(line[2]) ||
+		line[3] != ' ' || line[4] != class || line[5] != '.' {
+		return false
+	}
+	i := 6
+	for _, sep := range []byte{'.', ' '} {
+		n := 0
+		for i < len(line) && isDigit(line[i]) {
+			i++
+			n++
+		}
+		if n < 1 || n > 3 || i >= len(line) || line[i] != sep {
+			return false
+		}
+		i++
+	}
+	// \S in replyRE: anything but ASCII white space.
+	return i < len(line) && !strings.ContainsRune(" \t\n\f\r", rune(line[i]))
 }
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
 
 // cleanText drops control characters (CR, LF, NUL and the rest of C0, and
 // DEL), turns invalid UTF-8 into '?' and cuts s to at most max bytes on a

@@ -190,3 +190,40 @@ func TestDecide(t *testing.T) {
 		})
 	}
 }
+
+// TestValidReply: validReply accepts exactly what replyRE matches with the
+// class asked for and agreeing codes.
+func TestValidReply(t *testing.T) {
+	lines := []string{
+		"550 5.1.1 x", "550 5.1.1 <a@b>: no", "451 4.3.0 Temporary", "554 5.7.1 Go away", "250 2.0.0 ok",
+		"550 5.1.1", "550 5.1.1 ", "550 5.1.1  x", "550 5.1.1\tx", "550 4.1.1 x", "450 5.1.1 x",
+		"550 5.123.456 x", "550 5.1234.1 x", "550 5.1.1234 x", "550 5..1 x", "550 5.1. x", "55 5.1.1 x",
+		"5500 5.1.1 x", "550-5.1.1 x", "550 5,1,1 x", "a50 5.1.1 x", "550 5.1.1 é", "650 6.1.1 x",
+		"550 5.1.1 \x00", "550 5.1.1 \x7f", "550 5.1.1 \v", "", "5", "550 5.0.0 x\r\n",
+	}
+	for _, line := range lines {
+		for _, class := range []byte("2456") {
+			m := replyRE.FindStringSubmatch(line)
+			want := m != nil && m[1][0] == class && m[1] == m[2]
+			if got := validReply(line, class); got != want {
+				t.Errorf("validReply(%q, %c) = %v, replyRE says %v", line, class, got, want)
+			}
+		}
+	}
+}
+
+// FuzzValidReply holds validReply to replyRE on any input.
+func FuzzValidReply(f *testing.F) {
+	for _, s := range []string{"550 5.1.1 x", "451 4.3.0 <a>: t", "550 5.12.123 y", "550 5.1.1\tx"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, line string) {
+		for _, class := range []byte("245") {
+			m := replyRE.FindStringSubmatch(line)
+			want := m != nil && m[1][0] == class && m[1] == m[2]
+			if got := validReply(line, class); got != want {
+				t.Errorf("validReply(%q, %c) = %v, replyRE says %v", line, class, got, want)
+			}
+		}
+	})
+}

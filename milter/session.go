@@ -36,7 +36,7 @@ type session struct {
 	// Connection data, copied in at Connect: go-milter replaces its macro
 	// map at every stage.
 	client     netip.Addr
-	clientText string // client.String(), made once for the log
+	clientText string // client.String(), made at the first log line
 	clientName string
 	daemon     string
 	mtaHost    string
@@ -59,9 +59,6 @@ func (s *session) Connect(host, family string, port uint16, addr net.IP, m *gomi
 	}
 	s.client = clientAddr(addr, m.Macros["{client_addr}"])
 	s.clientText = ""
-	if s.client.IsValid() {
-		s.clientText = s.client.String()
-	}
 	d, r := p.DecideHost(s.srv.ctx, s.client, host)
 	return s.respond(p, stageConnect, r, d)
 }
@@ -163,7 +160,10 @@ func (s *session) log(p *Policy, stage string, r Reply, d lookup.Decision) {
 	if s.queueID != "" {
 		attrs = append(attrs, slog.String("queue_id", s.queueID))
 	}
-	if s.clientText != "" {
+	if s.client.IsValid() {
+		if s.clientText == "" {
+			s.clientText = s.client.String()
+		}
 		attrs = append(attrs, slog.String("client_addr", s.clientText))
 	}
 	attrs = append(attrs, slog.String("client_name", s.clientName))
