@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -45,6 +46,10 @@ type File struct {
 	log   *slog.Logger
 	rcpt  *listFile
 	hosts *listFile
+	// stop ends the checks that FileOnChange starts, done says they
+	// ended; both nil without.
+	stop, done chan struct{}
+	closeOnce  sync.Once
 }
 
 var _ Source = (*File)(nil)
@@ -69,7 +74,9 @@ func FileCaseFold(on bool) FileOption {
 // FileOnChange sets a function called after a changed list is swapped in
 // (not after the first read), from the goroutine that read it: the daemon
 // marks its LRU stale, so that a user just added is not refused for up to
-// cache.negative_ttl.
+// cache.negative_ttl. As a cache in front keeps lookups from reaching the
+// File, it then also checks its files once a second by itself, until
+// Close. A nil fn sets none.
 func FileOnChange(fn func()) FileOption {
 	return func(o *fileOptions) { o.onChange = fn }
 }
@@ -93,7 +100,45 @@ func NewFile(recipientsPath, hostsPath string, log *slog.Logger, opts ...FileOpt
 			return nil, fmt.Errorf("new file source: %w", err)
 		}
 	}
+	if o.onChange != nil {
+		f.stop, f.done = make(chan struct{}), make(chan struct{})
+		go f.watch(o.interval)
+	}
 	return f, nil
+}
+
+// watch checks the files every interval until Close.
+func (f *File) watch(interval time.Duration) {
+	defer close(f.done)
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-f.stop:
+			return
+		case now := <-t.C:
+			f.rcpt.maybeReload(now)
+			f.hosts.maybeReload(now)
+		}
+	}
+}
+
+// Close stops the checks that FileOnChange started and waits for one in
+// progress; lookups still work.
+func (f *File) Close() error {
+	if f.stop != nil {
+		f.closeOnce.Do(func() {
+			close(f.stop)
+			<-f.done
+			for _, l := range []*listFile{f.rcpt, f.hosts} {
+				for !l.busy.CompareAndSwap(false, true) {
+					time.Sleep(time.Millisecond)
+				}
+				l.busy.Store(false)
+			}
+		})
+	}
+	return nil
 }
 
 // Lookup answers from the lists in memory: found when any candidate is

@@ -44,6 +44,7 @@ func newListFile(t *testing.T, rcpts, hosts string, opts ...FileOption) (*File, 
 	if err != nil {
 		t.Fatalf("NewFile: %v", err)
 	}
+	t.Cleanup(func() { f.Close() })
 	return f, logs
 }
 
@@ -319,6 +320,39 @@ func TestFileKeepsAListThatBecomesEmpty(t *testing.T) {
 	// So does a new File (daemon start, SIGHUP).
 	if g, _ := newListFile(t, rp, ""); func() int { n, _ := g.Len(); return n }() != 0 {
 		t.Error("NewFile of an empty list has entries")
+	}
+}
+
+// TestFileOnChangeWithoutLookups: with FileOnChange the File checks its
+// files by itself (a cache in front answers the lookups), and Close stops
+// that.
+func TestFileOnChangeWithoutLookups(t *testing.T) {
+	dir := t.TempDir()
+	rp := filepath.Join(dir, "recipients")
+	writeListFile(t, rp, "alice@example.com\n")
+	changed := make(chan struct{}, 10)
+	f, _ := newListFile(t, rp, "", fileCheckEvery(10*time.Millisecond), FileOnChange(func() { changed <- struct{}{} }))
+	writeListFile(t, rp, "alice@example.com\nbob@example.com\n")
+	select {
+	case <-changed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("OnChange not called within 10s of a change")
+	}
+	if n, _ := f.Len(); n != 2 {
+		t.Errorf("%d entries after the change, want 2", n)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	writeListFile(t, rp, "carol@example.com\n")
+	time.Sleep(100 * time.Millisecond)
+	select {
+	case <-changed:
+		t.Error("OnChange called after Close")
+	default:
+	}
+	if err := f.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
 	}
 }
 

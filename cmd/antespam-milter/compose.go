@@ -70,11 +70,15 @@ func compose(cfg *config.Config, log *slog.Logger, o composeOptions) (_ *stack, 
 	var dir lookup.Source
 	switch cfg.Source {
 	case "file":
-		f, err := newFileSource(cfg, log, func() {
-			if l := lru.Load(); l != nil {
-				l.Invalidate()
+		var onChange func()
+		if !o.noCache {
+			onChange = func() {
+				if l := lru.Load(); l != nil {
+					l.Invalidate()
+				}
 			}
-		})
+		}
+		f, err := newFileSource(cfg, log, onChange)
 		if err != nil {
 			return nil, err
 		}
@@ -236,7 +240,8 @@ func (s *swapSource) Lookup(ctx context.Context, key lookup.Key) (lookup.Answer,
 }
 
 // newFileSource opens the plain-text lists; a list whose check is
-// disabled is not read. onChange runs after a changed list is swapped in.
+// disabled is not read. onChange, when not nil, runs after a changed list
+// is swapped in.
 func newFileSource(cfg *config.Config, log *slog.Logger, onChange func()) (lookup.Source, error) {
 	rcpts, hosts := cfg.File.Recipients, cfg.File.Hosts
 	if !cfg.Recipients.Enabled {
