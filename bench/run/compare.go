@@ -232,7 +232,9 @@ func tiers(before, after map[string]float64, logPath string, logOff int64) strin
 
 // ratioBench is ceiling, memcache and ldap: the no-op milter against one
 // daemon setup, alternated.
-func ratioBench(dir, name string, cfg func(s *slapd, dir string) (daemonConfig, error), warmUp bool, goal target, args []string) (string, error) {
+// With quiet, a second daemon of the same setup but log_level "warn" (no
+// line per accepted decision) is compared too, to show what logging costs.
+func ratioBench(dir, name string, cfg func(s *slapd, dir string) (daemonConfig, error), warmUp, quiet bool, goal target, args []string) (string, error) {
 	s, err := startSlapd(dir, *ldapUsers, false)
 	if err != nil {
 		return "", err
@@ -252,9 +254,26 @@ func ratioBench(dir, name string, cfg func(s *slapd, dir string) (daemonConfig, 
 	if err != nil {
 		return "", err
 	}
-	if warmUp {
-		if err := warm(d, dir); err != nil {
+	setups := []setup{{"no-op", noop}, {name, d}}
+	others := []string{name}
+	goals := map[string]target{name: goal}
+	if quiet && dc.LogLevel != "warn" {
+		qc := dc
+		qc.LogLevel = "warn"
+		q, err := startDaemon(dir, "daemon-warn", serverCPUs(), qc)
+		if err != nil {
 			return "", err
+		}
+		qn := name + ", log_level warn"
+		setups = append(setups, setup{qn, q})
+		others = append(others, qn)
+		goals[qn] = goal
+	}
+	if warmUp {
+		for _, st := range setups[1:] {
+			if err := warm(st.d, dir); err != nil {
+				return "", err
+			}
 		}
 	}
 	before, err := scrape(d.metrics)
@@ -263,7 +282,7 @@ func ratioBench(dir, name string, cfg func(s *slapd, dir string) (daemonConfig, 
 	}
 	logOff := fileSize(d.p.log)
 	concs := []int{16, 256}
-	res, err := compare([]setup{{"no-op", noop}, {name, d}}, concs, args...)
+	res, err := compare(setups, concs, args...)
 	if err != nil {
 		return "", err
 	}
@@ -271,10 +290,10 @@ func ratioBench(dir, name string, cfg func(s *slapd, dir string) (daemonConfig, 
 	if err != nil {
 		return "", err
 	}
-	t, met, metCPU := table(res, concs, "no-op", []string{name}, map[string]target{name: goal})
+	t, met, metCPU := table(res, concs, "no-op", others, goals)
 	cmd := fmt.Sprintf("antespam-bench -c {16,256} -d %s %s", *runDur, strings.Join(args, " "))
-	return fmt.Sprintf("%s\nLoad: `%s`, %d rounds, setups alternated within each round. Daemon lookups during the measured runs: %s. Targets by sessions/s (and p99): %s; by CPU capacity: %s.\n",
-		t, cmd, *rounds, tiers(before, after, d.p.log, logOff), allOrNot(met), allOrNot(metCPU)), nil
+	return fmt.Sprintf("%s\nLoad: `%s`, %d rounds, setups alternated within each round. Lookups of the daemon (%s) during the measured runs: %s. Targets by sessions/s (and p99): %s; by CPU capacity: %s.\n",
+		t, cmd, *rounds, name, tiers(before, after, d.p.log, logOff), allOrNot(met), allOrNot(metCPU)), nil
 }
 
 func allOrNot(ok bool) string {
@@ -287,7 +306,7 @@ func allOrNot(ok bool) string {
 func benchCeiling(dir string) (string, error) {
 	return ratioBench(dir, "daemon (LRU)", func(s *slapd, _ string) (daemonConfig, error) {
 		return daemonConfig{LDAP: s.url, CacheSize: 100000}, nil
-	}, true, target{minSessions: 0.9, maxP99: 1.2}, []string{"-rcpts", "3", "-known-frac", "0.5", "-pool", "1000", "-clients", "100"})
+	}, true, true, target{minSessions: 0.9, maxP99: 1.2}, []string{"-rcpts", "3", "-known-frac", "0.5", "-pool", "1000", "-clients", "100"})
 }
 
 func benchMemcache(dir string) (string, error) {
@@ -297,11 +316,11 @@ func benchMemcache(dir string) (string, error) {
 			return daemonConfig{}, err
 		}
 		return daemonConfig{LDAP: s.url, CacheSize: 0, Memcached: []string{mc}}, nil
-	}, true, target{minSessions: 0.75}, []string{"-rcpts", "3", "-known-frac", "0.5", "-pool", "1000", "-clients", "100"})
+	}, true, false, target{minSessions: 0.75}, []string{"-rcpts", "3", "-known-frac", "0.5", "-pool", "1000", "-clients", "100"})
 }
 
 func benchLDAP(dir string) (string, error) {
 	return ratioBench(dir, "daemon (LDAP)", func(s *slapd, _ string) (daemonConfig, error) {
 		return daemonConfig{LDAP: s.url, CacheSize: 0}, nil
-	}, false, target{minSessions: 0.45}, []string{"-rcpts", "3", "-known-frac", "0.5", "-unique-frac", "1", "-clients", "0"})
+	}, false, false, target{minSessions: 0.45}, []string{"-rcpts", "3", "-known-frac", "0.5", "-unique-frac", "1", "-clients", "0"})
 }
