@@ -86,7 +86,9 @@ DIST        ?= dist
 PKG_VERSION := $(VERSION)
 PKG_ARCH     = $(shell $(GO) env GOARCH)
 PKG_STAGING  = $(DIST)/staging
-NFPM_ENV     = VERSION='$(PKG_VERSION)' GOARCH='$(PKG_ARCH)' PKG_BIN='$(BIN)' PKG_STAGING='$(PKG_STAGING)'
+# File and archive times from the last commit: the same commit gives the same packages.
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null)
+NFPM_ENV     = VERSION='$(PKG_VERSION)' GOARCH='$(PKG_ARCH)' PKG_BIN='$(BIN)' PKG_STAGING='$(PKG_STAGING)' SOURCE_DATE_EPOCH='$(SOURCE_DATE_EPOCH)'
 
 package: deb rpm
 
