@@ -224,12 +224,7 @@ func (c *Checker) ask(ctx context.Context, key Key, start time.Time) (Decision, 
 	d := Decision{Item: key.Name, Duration: time.Since(start)}
 	if err != nil {
 		countLookup(tierError, resultError)
-		// The key is named once: a tier below (coalescing) may have
-		// named it already.
-		if k := key.String(); !strings.Contains(err.Error(), k) {
-			err = fmt.Errorf("look up %s: %w", k, err)
-		}
-		return d, err
+		return d, fmt.Errorf("look up %s: %w", key.String(), err)
 	}
 	d.Found, d.Tier, d.Stale = ans.Found, ans.Tier, ans.Stale
 	switch {

@@ -51,7 +51,7 @@ func NewCoalesce(next Source, log *slog.Logger) *Coalesce {
 // lookups of the same key.
 func (c *Coalesce) Lookup(ctx context.Context, key Key) (Answer, error) {
 	if err := ctx.Err(); err != nil {
-		return Answer{}, fmt.Errorf("lookup %q: %w", key.String(), err)
+		return Answer{}, err
 	}
 	bound := c.Timeout
 	if bound <= 0 {
@@ -67,7 +67,7 @@ func (c *Coalesce) Lookup(ctx context.Context, key Key) (Answer, error) {
 		defer func() {
 			if r := recover(); r != nil {
 				c.log.Error("lookup: panic in next tier", "key", key.String(), "panic", r, "stack", string(debug.Stack()))
-				err = fmt.Errorf("lookup %q: panic in next tier: %v", key.String(), r)
+				err = fmt.Errorf("panic in next tier: %v", r)
 			}
 		}()
 		fctx, cancel := context.WithTimeout(detached, bound)
@@ -84,6 +84,6 @@ func (c *Coalesce) Lookup(ctx context.Context, key Key) (Answer, error) {
 		}
 		return r.Val.(Answer), nil
 	case <-ctx.Done():
-		return Answer{}, fmt.Errorf("lookup %q: %w", key.String(), ctx.Err())
+		return Answer{}, fmt.Errorf("wait for shared lookup: %w", ctx.Err())
 	}
 }
