@@ -264,6 +264,8 @@ func benchPostfix(dir string) (string, error) {
 		setup string
 	}
 	rates := map[key][]float64{}
+	cpu := map[key][]float64{} // milter CPU µs per message, (b) and (b0)
+	milterOf := map[string]*proc{"b": d.p, "b0": noop.p}
 	var decisions, sentB float64
 	run := strconv.FormatInt(time.Now().UnixNano()%1e9, 36)
 	n := 0
@@ -274,6 +276,10 @@ func benchPostfix(dir string) (string, error) {
 					st := pfSetups[(i+r)%len(pfSetups)]
 					n++
 					m0, _ := scrape(d.metrics)
+					var c0 int64
+					if mp := milterOf[st]; mp != nil {
+						c0 = cpuTicks(mp.pid())
+					}
 					el, out, err := pfRun(pf.ports[st], msgsFor[rc], rc, base, fmt.Sprintf("%s%d", run, n))
 					if err != nil {
 						return "", err
@@ -283,6 +289,9 @@ func benchPostfix(dir string) (string, error) {
 					}
 					rate := float64(msgsFor[rc]) / el.Seconds()
 					rates[key{base, rc, st}] = append(rates[key{base, rc, st}], rate)
+					if mp := milterOf[st]; mp != nil {
+						cpu[key{base, rc, st}] = append(cpu[key{base, rc, st}], float64(cpuTicks(mp.pid())-c0)*1e6/clockTicks/float64(msgsFor[rc]))
+					}
 					if st == "b" {
 						m1, _ := scrape(d.metrics)
 						decisions += sumMetric(m1, "antespam_decisions_total", `stage="rcpt"`) - sumMetric(m0, "antespam_decisions_total", `stage="rcpt"`)
@@ -296,7 +305,7 @@ func benchPostfix(dir string) (string, error) {
 
 	var b strings.Builder
 	allB0, allC := true, true
-	b.WriteString("| recipients | RCPT/conn | setup | msgs/s median (min–max) | RCPT/s median | b / b0 per round | b / b0 median | b / c per round | b / c median | vs floor (a) |\n|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| recipients | RCPT/conn | setup | msgs/s median (min–max) | RCPT/s median | milter CPU µs/msg | b / b0 per round | b / b0 median | b / c per round | b / c median | vs floor (a) |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, base := range []string{"unknown", "known"} {
 		for _, rc := range []int{1, 3, 10} {
 			rb, rb0, rcc, ra := rates[key{base, rc, "b"}], rates[key{base, rc, "b0"}], rates[key{base, rc, "c"}], rates[key{base, rc, "a"}]
@@ -306,7 +315,11 @@ func benchPostfix(dir string) (string, error) {
 			allB0, allC = allB0 && okB0, allC && okC
 			for _, st := range pfSetups {
 				v := rates[key{base, rc, st}]
-				row := fmt.Sprintf("| %s | %d | %s | %s | %.0f |", base, rc, pfNames[st], statsOf(v).f(0), statsOf(v).med*float64(rc))
+				mc := ""
+				if c := cpu[key{base, rc, st}]; len(c) > 0 {
+					mc = fmt.Sprintf("%.0f", statsOf(c).med)
+				}
+				row := fmt.Sprintf("| %s | %d | %s | %s | %.0f | %s |", base, rc, pfNames[st], statsOf(v).f(0), statsOf(v).med*float64(rc), mc)
 				if st == "b" {
 					goalC := ""
 					if rc == 10 {
