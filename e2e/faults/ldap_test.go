@@ -72,7 +72,7 @@ func checkTotals(t *testing.T, phase string, tl *tally, allowed map[string]strin
 // sent; once slapd is back the daemon (never restarted) answers fresh.
 func TestSlapdKilledAndRestarted(t *testing.T) {
 	e := startEnv(t, envOptions{useMemcache: true, cache: shortTTLs,
-		memcache: "ttl = \"1s\"\nnegative_ttl = \"1s\"", ldap: "timeout = \"500ms\""})
+		memcache: "ttl = \"1s\"\nnegative_ttl = \"1s\"", ldap: "timeout = \"1s\""})
 	known := addrs("user%d@example.com", 0, 100)
 	unknown := addrs("nobody%d@example.com", 0, 20)
 	t0 := time.Now()
@@ -134,7 +134,7 @@ func TestSlapdKilledAndRestarted(t *testing.T) {
 // plus a margin, known recipients stale, none 550; SIGCONT brings fresh
 // answers back.
 func TestSlapdFrozen(t *testing.T) {
-	e := startEnv(t, envOptions{cache: shortTTLs, ldap: "timeout = \"500ms\"", decisionTimeout: 2 * time.Second})
+	e := startEnv(t, envOptions{cache: shortTTLs, ldap: "timeout = \"1s\"", decisionTimeout: 2 * time.Second})
 	known := addrs("user%d@example.com", 0, 100)
 	unknown := addrs("nobody%d@example.com", 0, 20)
 	warm(t, e, known, unknown)
@@ -149,7 +149,8 @@ func TestSlapdFrozen(t *testing.T) {
 	time.Sleep(1200 * time.Millisecond)
 	limit := e.opts.decisionTimeout + margin
 	frozen := newTally(limit)
-	runLoad(context.Background(), e.d, loadSpec{workers: 32, rate: 150, max: 450, next: func(n int) item {
+	// Every lookup waits ldap.timeout: 64 sessions at a time.
+	runLoad(context.Background(), e.d, loadSpec{workers: 64, rate: 150, max: 300, next: func(n int) item {
 		switch n % 3 {
 		case 0:
 			return item{freshG, userAddr(300 + n/3)}
@@ -201,7 +202,7 @@ func TestFirstURLDead(t *testing.T) {
 		{"black hole", func(t *testing.T) string { return "ldap://" + testserver.BlackHole(t) }, true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			e := startEnv(t, envOptions{ldapURLs: []string{tt.url(t), "%s"}, ldap: "timeout = \"500ms\""})
+			e := startEnv(t, envOptions{ldapURLs: []string{tt.url(t), "%s"}, ldap: "timeout = \"1s\""})
 			if tt.settle {
 				waitFor(20*time.Second, func() bool { return ask(t, e.d, userAddr(599))[0] == accept })
 			}

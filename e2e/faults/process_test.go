@@ -45,7 +45,7 @@ func baseline(t *testing.T, e *env) (goroutines, fds float64) {
 // slapd — leave no goroutine or file descriptor behind, and the daemon
 // serves as before.
 func TestMTADropsMidSession(t *testing.T) {
-	e := startEnv(t, envOptions{ldap: "timeout = \"500ms\""})
+	e := startEnv(t, envOptions{ldap: "timeout = \"1s\""})
 	if got := ask(t, e.d, userAddr(0), "nobody@example.com"); got[0] != accept || got[1] != reject {
 		t.Fatalf("before: %q", got)
 	}
