@@ -35,7 +35,8 @@ type sample struct {
 // (a hot set of users), misses that go to memcached or slapd (users
 // cycling through a bounded LRU) and misses that are unknown (a fresh
 // address each time), with faults in the middle: memcached killed and
-// restarted at a third, slapd frozen (SIGSTOP) for 3 s at a half. RSS and
+// restarted at a third, slapd frozen (SIGSTOP) for 6 s at a half, longer
+// than decision_timeout, so that new keys do get 451s. RSS and
 // goroutines stay flat (end at most 1.5 times the level after warm-up,
 // plus slack), and every reply is explained: hot users always accepted,
 // other users accepted, unknown ones rejected, a 451 only for a key not
@@ -105,7 +106,7 @@ loop:
 			slapdFroze = true
 			freezeAt = time.Now()
 			e.slapd.Freeze()
-		case slapdFroze && thawAt.IsZero() && time.Since(freezeAt) >= 3*time.Second:
+		case slapdFroze && thawAt.IsZero() && time.Since(freezeAt) >= 6*time.Second:
 			e.slapd.Thaw()
 			thawAt = time.Now()
 		}
