@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Installs, with apt-get, what `make bench` needs beyond `make test-deps`:
-# postfix-ldap (Postfix's ldap: tables, for the native-LDAP setup (c) of
-# bench-postfix). Services are kept from starting by a temporary
-# policy-rc.d, as in scripts/test-deps.sh.
+# Installs what `make bench` needs: first everything `make test` needs
+# (scripts/test-deps.sh: slapd, memcached, postfix, util-linux, ...),
+# then, beyond it, postfix-ldap (Postfix's ldap: tables, for the
+# native-LDAP setup (c) of bench-postfix). Services are kept from starting
+# by a temporary policy-rc.d, as in scripts/test-deps.sh.
 set -euo pipefail
-want=(postfix-ldap slapd memcached postfix util-linux)
+top=$(cd "$(dirname "$0")/.." && pwd)
+bash "$top/scripts/test-deps.sh" >/dev/null
+want=(postfix-ldap)
 missing=()
 for p in "${want[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -20,8 +23,6 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
 fi
 trap '[ -n "$made_policy" ] && rm -f /usr/sbin/policy-rc.d' EXIT
 export DEBIAN_FRONTEND=noninteractive
-printf '%s\n' 'slapd slapd/no_configuration boolean true' \
-	'postfix postfix/main_mailer_type select No configuration' | debconf-set-selections
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1 || {
 	apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
