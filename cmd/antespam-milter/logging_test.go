@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -70,5 +71,69 @@ func TestServeStdLogStructured(t *testing.T) {
 		if strings.Contains(sc.Text(), "unexpected EOF") && (rec["level"] != "WARN" || rec["component"] != "go-milter") {
 			t.Errorf("go-milter's line: %s, want level WARN and component go-milter", sc.Text())
 		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the logWriter's timer goroutine.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestLogWriter: the first lines of a window go straight out; the ones
+// beyond are held back, then written out by the timer without anyone
+// flushing, whole and in order; a line that does not fit writes the buffer
+// out first; Close writes out the rest, and writes after Close go
+// straight through.
+func TestLogWriter(t *testing.T) {
+	var out syncBuffer
+	lw := newLogWriterSize(&out, 50*time.Millisecond, 1, 1024)
+	defer lw.Close()
+	lw.Write([]byte("one\n"))
+	if got := out.String(); got != "one\n" {
+		t.Errorf("first line of a window: %q out, want it at once", got)
+	}
+	lw.Write([]byte("two\n"))
+	lw.Write([]byte("three\n"))
+	for deadline := time.Now().Add(10 * time.Second); out.String() != "one\ntwo\nthree\n"; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("buffered lines not written out by the timer: %q", out.String())
+		}
+	}
+
+	// No direct lines and a window far longer than the test: only a full
+	// buffer and Close write anything out.
+	var full syncBuffer
+	lw2 := newLogWriterSize(&full, time.Hour, 0, 4096)
+	line := []byte(strings.Repeat("x", 1000) + "\n")
+	for range 4 {
+		lw2.Write(line)
+	}
+	if got := len(full.String()); got != 0 {
+		t.Errorf("%d bytes out before the buffer is full, want 0", got)
+	}
+	lw2.Write(line) // does not fit: the 4 before it are written out
+	if got := len(full.String()); got != 4*len(line) {
+		t.Errorf("after overflowing the buffer: %d bytes out, want %d", got, 4*len(line))
+	}
+	lw2.Close()
+	if got := len(full.String()); got != 5*len(line) {
+		t.Errorf("after Close: %d bytes out, want %d", got, 5*len(line))
+	}
+	lw2.Write([]byte("late\n"))
+	if !strings.HasSuffix(full.String(), "late\n") {
+		t.Errorf("write after Close not passed through")
 	}
 }

@@ -41,7 +41,11 @@ func serve(ctx context.Context, args []string, stderr io.Writer) int {
 		logConfigError(newLogger(stderr, "text", "info"), "invalid config, not starting", err)
 		return exitUsage
 	}
-	d := &server{path: *path, stderr: stderr}
+	// Log lines are buffered (at most logFlushInterval); whatever is
+	// buffered is written out on every return.
+	lw := newLogWriter(stderr)
+	defer lw.Close()
+	d := &server{path: *path, stderr: lw}
 	d.setLogger(cfg)
 	return d.run(ctx, cfg, hup)
 }
