@@ -76,6 +76,8 @@ type Server struct {
 	drained   chan struct{} // closed once closing and no conns are left
 
 	refusedLog atomic.Int64 // unix nanoseconds of the last refusal logged
+
+	jobs chan *session // to idle decision workers (decide.go)
 }
 
 // NewServer returns a Server deciding by policy, which must not be nil.
@@ -94,6 +96,7 @@ func NewServer(policy *Policy, opts ServerOptions, log *slog.Logger) *Server {
 		listeners: map[*listener]struct{}{},
 		conns:     map[*conn]struct{}{},
 		drained:   make(chan struct{}),
+		jobs:      make(chan *session),
 	}
 	if opts.MaxSessions > 0 {
 		s.slots = make(chan struct{}, opts.MaxSessions)

@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
+	"time"
 
 	gomilter "github.com/emersion/go-milter"
 	"github.com/prometheus/client_golang/prometheus"
@@ -44,11 +46,17 @@ type session struct {
 	// Message data, copied in at MailFrom and cleared at Abort.
 	queueID  string
 	authUser string
+
+	// The decision handed to a worker (decide.go) and its end, made at
+	// the first decision.
+	job  job
+	done chan struct{}
 }
 
 var _ gomilter.Milter = (*session)(nil)
 
-// Connect checks the client host with Policy.DecideHost.
+// Connect checks the client host with Policy.DecideHost, on a decision
+// worker (decide.go).
 func (s *session) Connect(host, family string, port uint16, addr net.IP, m *gomilter.Modifier) (gomilter.Response, error) {
 	p := s.srv.policy.Load()
 	s.clientName = host
@@ -59,8 +67,7 @@ func (s *session) Connect(host, family string, port uint16, addr net.IP, m *gomi
 	}
 	s.client = clientAddr(addr, m.Macros["{client_addr}"])
 	s.clientText = ""
-	d, r := p.DecideHost(s.srv.ctx, s.client, host)
-	return s.respond(p, stageConnect, r, d)
+	return s.decide(p, stageConnect, host)
 }
 
 // clientAddr is the address from the connect packet or, when go-milter
@@ -92,14 +99,13 @@ func (s *session) MailFrom(from string, m *gomilter.Modifier) (gomilter.Response
 
 // RcptTo checks the recipient from the RCPT argument (Sendmail's
 // {rcpt_addr} holds only the local part of a local address) with
-// Policy.DecideRcpt.
+// Policy.DecideRcpt, on a decision worker.
 func (s *session) RcptTo(rcpt string, m *gomilter.Modifier) (gomilter.Response, error) {
 	p := s.srv.policy.Load()
 	if q := m.Macros["i"]; q != "" {
 		s.queueID = q
 	}
-	d, r := p.DecideRcpt(s.srv.ctx, rcpt)
-	return s.respond(p, stageRcpt, r, d)
+	return s.decide(p, stageRcpt, rcpt)
 }
 
 // Body answers the end of the message with continue, which the MTAs take
@@ -152,8 +158,8 @@ func (s *session) log(p *Policy, stage string, r Reply, d lookup.Decision) {
 	if !log.Enabled(context.Background(), level) {
 		return
 	}
-	attrs := make([]slog.Attr, 0, 16)
-	attrs = append(attrs,
+	ap := attrPool.Get().(*[]slog.Attr)
+	attrs := append((*ap)[:0],
 		slog.String("stage", stage),
 		slog.String("verdict", verdict),
 	)
@@ -190,8 +196,23 @@ func (s *session) log(p *Policy, stage string, r Reply, d lookup.Decision) {
 	if report {
 		attrs = append(attrs, slog.Bool("would_"+r.Verdict, true))
 	}
-	log.LogAttrs(context.Background(), level, "decision", attrs...)
+	// The record is made here and handed to the handler, as
+	// Logger.LogAttrs would, but without its runtime.Callers for a source
+	// position the handler does not print.
+	rec := slog.NewRecord(time.Now(), level, "decision", 0)
+	rec.AddAttrs(attrs...)
+	_ = log.Handler().Handle(context.Background(), rec)
+	clear(attrs)
+	*ap = attrs[:0]
+	attrPool.Put(ap)
 }
+
+// attrPool holds the attribute slices of decision lines (up to 16 attrs;
+// the handler has copied them by the time the slice goes back).
+var attrPool = sync.Pool{New: func() any {
+	a := make([]slog.Attr, 0, 16)
+	return &a
+}}
 
 // decisionCounters holds the metrics.Decisions series, resolved once per
 // stage and verdict so that counting a decision is an atomic add.
