@@ -269,6 +269,18 @@ func ratioBench(dir, name string, cfg func(s *slapd, dir string) (daemonConfig, 
 		others = append(others, qn)
 		goals[qn] = goal
 	}
+	if *baseline != "" {
+		bc := dc
+		bc.Bin = *baseline
+		b, err := startDaemon(dir, "daemon-baseline", serverCPUs(), bc)
+		if err != nil {
+			return "", err
+		}
+		bn := name + " (baseline)"
+		setups = append(setups, setup{bn, b})
+		others = append(others, bn)
+		goals[bn] = goal
+	}
 	if warmUp {
 		for _, st := range setups[1:] {
 			if err := warm(st.d, dir); err != nil {

@@ -30,6 +30,7 @@ var (
 	logLevel  = flag.String("log-level", "info", "the daemon's log_level (its log goes to a file)")
 	keepTmp   = flag.Bool("keep", false, "keep the temp dir (logs, configs)")
 	ldapUsers = flag.Int("users", 10000, "users in the benchmark directory")
+	baseline  = flag.String("baseline-bin", "", "also run this daemon binary (e.g. a build of an earlier commit) beside bin/antespam-milter in ceiling, memcache, ldap and memory, as the setup \"(baseline)\"")
 )
 
 func binPath(name string) string {

@@ -86,14 +86,24 @@ func benchMemory(dir string) (string, error) {
 	// Idle sessions: a fresh no-op and daemon each round.
 	type idle struct{ during, perSession, goroutines []float64 }
 	res := map[string]*idle{"no-op": {}, "daemon": {}}
+	names := []string{"no-op", "daemon"}
+	if *baseline != "" {
+		res["daemon (baseline)"] = &idle{}
+		names = append(names, "daemon (baseline)")
+	}
 	var rows []string
 	for r := 0; r < *rounds; r++ {
-		for _, name := range []string{"no-op", "daemon"} {
+		for _, name := range names {
 			var d *daemon
-			if name == "no-op" {
+			switch name {
+			case "no-op":
 				d, err = startNoop(dir, fmt.Sprintf("noop-idle%d", r), serverCPUs())
-			} else {
+			case "daemon":
 				d, err = startDaemon(dir, fmt.Sprintf("daemon-idle%d", r), serverCPUs(), cfg)
+			default:
+				bc := cfg
+				bc.Bin = *baseline
+				d, err = startDaemon(dir, fmt.Sprintf("daemon-baseline-idle%d", r), serverCPUs(), bc)
 			}
 			if err != nil {
 				return "", err
@@ -165,6 +175,9 @@ func benchMemory(dir string) (string, error) {
 	out.WriteString(strings.Join(rows, "\n") + "\n\n")
 	fmt.Fprintf(&out, "Medians: no-op %.2f KB/session, daemon %.2f KB/session (ratio %.2f).\n\n", statsOf(res["no-op"].perSession).med, statsOf(res["daemon"].perSession).med,
 		statsOf(res["daemon"].perSession).med/statsOf(res["no-op"].perSession).med)
+	if b := res["daemon (baseline)"]; b != nil {
+		fmt.Fprintf(&out, "Baseline daemon (`-baseline-bin`, the build before the change): %.2f KB/session median, RSS %.1f MB median.\n\n", statsOf(b.perSession).med, statsOf(b.during).med)
+	}
 	fmt.Fprintf(&out, "Command: `antespam-bench -idle %d -c 64 -hold 4s -ready-file F`\n\n", idleSessions)
 	grStable := true
 	for _, g := range grAfter {
