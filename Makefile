@@ -2,6 +2,9 @@
 # `make test` installs what the tests need (as root, with apt-get) and runs
 # every test against real memcached, slapd, Postfix and Sendmail.
 GO       ?= go
+# A clone owned by another user makes VCS stamping fail; the version is
+# stamped with -ldflags instead.
+export GOFLAGS ?= -buildvcs=false
 # VERSION is one string for the binary, the .deb and the .rpm, so it has no
 # '-' (rpm forbids it; in a deb it would start a Debian revision): tag
 # v1.2.3 -> 1.2.3; 3 commits later -> 1.2.3+3.gabc1234; v1.3.0-rc1 ->
