@@ -366,14 +366,14 @@ func runCases(t *testing.T, e *env, r replies) {
 		}
 		c.quit()
 		// The reason is in the daemon's log, and in Postfix's.
-		if !waitFor(5*time.Second, func() bool {
+		if !testserver.Eventually(5*time.Second, func() bool {
 			return hasLine(e.daemon.Output(), "stage=connect", "verdict=reject", "client_addr="+clientMalign, r.refused)
 		}) {
 			t.Errorf("the daemon's log has no connect reject of %s with %q:\n%s", clientMalign, r.refused, e.daemon.Output())
 		}
 		if e.mtaLog != nil {
 			re := r.connectLog
-			if !waitFor(5*time.Second, func() bool { return re.MatchString(e.mtaLog()) }) {
+			if !testserver.Eventually(5*time.Second, func() bool { return re.MatchString(e.mtaLog()) }) {
 				t.Errorf("the %s log has no line matching %s", e.mta, re)
 			}
 		}
@@ -413,7 +413,7 @@ func runCases(t *testing.T, e *env, r replies) {
 		if err := e.daemon.Signal(syscall.SIGHUP); err != nil {
 			t.Fatal(err)
 		}
-		if !waitFor(10*time.Second, func() bool { return strings.Count(e.daemon.Output(), "config reloaded") > reloads }) {
+		if !testserver.Eventually(10*time.Second, func() bool { return strings.Count(e.daemon.Output(), "config reloaded") > reloads }) {
 			t.Fatalf("no \"config reloaded\" in the daemon's log after SIGHUP:\n%s", e.daemon.Output())
 		}
 		if e.daemon.Exited() {
@@ -456,7 +456,7 @@ func runCases(t *testing.T, e *env, r replies) {
 
 		e.slapd.Start()
 		// The daemon reconnects: the unknown one is unknown again.
-		if !waitFor(15*time.Second, func() bool {
+		if !testserver.Eventually(15*time.Second, func() bool {
 			c := session(t, e.addr, clientPlain, r)
 			defer c.quit()
 			return c.cmd("RCPT TO:<ghost@example.com>") == r.unknown("ghost@example.com")
@@ -497,17 +497,4 @@ func hasLine(log string, parts ...string) bool {
 		}
 	}
 	return false
-}
-
-func waitFor(timeout time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
 }

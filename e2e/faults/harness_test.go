@@ -376,20 +376,6 @@ func ask(t *testing.T, d *testserver.Daemon, addrs ...string) []string {
 	return out
 }
 
-// waitFor polls cond every 100 ms until it holds or timeout passes.
-func waitFor(timeout time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
 // metric reads one sample of /metrics ("name" or `name{label="v"}`); -1
 // when absent.
 func metric(t *testing.T, addr, name string) float64 {

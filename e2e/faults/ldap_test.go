@@ -106,7 +106,7 @@ func TestSlapdKilledAndRestarted(t *testing.T) {
 
 	e.slapd.Start()
 	back := time.Now()
-	if !waitFor(40*time.Second, func() bool { return ask(t, e.d, userAddr(599))[0] == accept }) {
+	if !testserver.Eventually(40*time.Second, func() bool { return ask(t, e.d, userAddr(599))[0] == accept }) {
 		t.Fatalf("no fresh answer 40s after slapd came back:\n%s", e.d.Output())
 	}
 	t.Logf("fresh answers %s after slapd came back", time.Since(back).Round(time.Millisecond))
@@ -168,7 +168,7 @@ func TestSlapdFrozen(t *testing.T) {
 	e.slapd.Thaw()
 	thawed = true
 	back := time.Now()
-	if !waitFor(40*time.Second, func() bool { return ask(t, e.d, userAddr(599))[0] == accept }) {
+	if !testserver.Eventually(40*time.Second, func() bool { return ask(t, e.d, userAddr(599))[0] == accept }) {
 		t.Fatalf("no fresh answer 40s after SIGCONT:\n%s", e.d.Output())
 	}
 	t.Logf("fresh answers %s after SIGCONT", time.Since(back).Round(time.Millisecond))
@@ -204,7 +204,7 @@ func TestFirstURLDead(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			e := startEnv(t, envOptions{ldapURLs: []string{tt.url(t), "%s"}, ldap: "timeout = \"1s\""})
 			if tt.settle {
-				waitFor(20*time.Second, func() bool { return ask(t, e.d, userAddr(599))[0] == accept })
+				testserver.Eventually(20*time.Second, func() bool { return ask(t, e.d, userAddr(599))[0] == accept })
 			}
 			tl := newTally(e.opts.decisionTimeout + margin)
 			runLoad(context.Background(), e.d, loadSpec{workers: 16, rate: 200, max: 400, next: func(n int) item {

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	gomilter "github.com/emersion/go-milter"
+
+	"github.com/antespam/antespam-milter/internal/testserver"
 )
 
 // packet is one milter packet: length, command, data.
@@ -133,7 +135,7 @@ func TestMTADropsMidSession(t *testing.T) {
 	e.slapd.Thaw()
 
 	var g, f float64
-	ok := waitFor(30*time.Second, func() bool {
+	ok := testserver.Eventually(30*time.Second, func() bool {
 		m := metricsAll(t, e.metrics)
 		g, f = m["go_goroutines"], m["process_open_fds"]
 		return g <= baseG+10 && f <= baseF+5 && m["antespam_sessions_active"] == 0
@@ -193,7 +195,7 @@ loop:
 		t.Errorf("sent %d RCPTs, want 750", tl.sent)
 	}
 	var reloads float64
-	waitFor(10*time.Second, func() bool {
+	testserver.Eventually(10*time.Second, func() bool {
 		reloads = metric(t, e.metrics, `antespam_config_reloads_total{result="ok"}`)
 		return strings.Count(e.d.Output(), "config reloaded") == int(reloads) && reloads >= 1
 	})
@@ -272,7 +274,7 @@ func TestMaxSessions(t *testing.T) {
 	for _, s := range held[1:] {
 		s.Close()
 	}
-	if !waitFor(10*time.Second, func() bool { return metric(t, e.metrics, "antespam_sessions_active") == 0 }) {
+	if !testserver.Eventually(10*time.Second, func() bool { return metric(t, e.metrics, "antespam_sessions_active") == 0 }) {
 		t.Error("sessions still active after closing them all")
 	}
 	// max sessions at once, then more: all served.

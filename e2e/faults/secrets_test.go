@@ -54,7 +54,7 @@ func TestBindPasswordNeverShown(t *testing.T) {
 		if err := e.d.Signal(syscall.SIGHUP); err != nil {
 			t.Fatal(err)
 		}
-		if !waitFor(10*time.Second, func() bool { return strings.Count(e.d.Output(), line) >= n }) {
+		if !testserver.Eventually(10*time.Second, func() bool { return strings.Count(e.d.Output(), line) >= n }) {
 			t.Fatalf("%q not logged:\n%s", line, e.d.Output())
 		}
 	}
@@ -72,7 +72,7 @@ func TestBindPasswordNeverShown(t *testing.T) {
 		t.Fatal(err)
 	}
 	reloaded(1, "keeping the old one")
-	if !waitFor(20*time.Second, func() bool { return ask(t, e.d, userAddr(4))[0] == accept }) {
+	if !testserver.Eventually(20*time.Second, func() bool { return ask(t, e.d, userAddr(4))[0] == accept }) {
 		t.Errorf("the old stack does not serve after a reload with a wrong password")
 	}
 	body := ""

@@ -69,51 +69,20 @@ func (m *Memcached) Stop() {
 	m.proc.Stop()
 }
 
-// Freeze stops the process with SIGSTOP: connections hang, nothing is
-// refused. It returns once every thread is stopped: the signal is
-// delivered asynchronously, and a worker thread could otherwise answer
-// one more request.
+// Freeze stops memcached with SIGSTOP: connections hang, nothing is
+// refused. It returns once every thread is stopped (see Process.Freeze).
 func (m *Memcached) Freeze() {
 	m.t.Helper()
-	if err := m.proc.Signal(syscall.SIGSTOP); err != nil {
-		m.t.Fatalf("freeze memcached: %v", err)
+	if err := m.proc.Freeze(); err != nil {
+		m.t.Fatalf("memcached: %v", err)
 	}
-	pid := strconv.Itoa(m.proc.Cmd.Process.Pid)
-	deadline := time.Now().Add(5 * time.Second)
-	for !processStopped(pid) {
-		if time.Now().After(deadline) {
-			m.t.Fatalf("freeze memcached: pid %s not stopped after 5s", pid)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
-// processStopped reports whether every thread of pid is stopped ("T" in
-// /proc/PID/task/TID/stat).
-func processStopped(pid string) bool {
-	tasks, err := os.ReadDir("/proc/" + pid + "/task")
-	if err != nil || len(tasks) == 0 {
-		return false
-	}
-	for _, task := range tasks {
-		b, err := os.ReadFile("/proc/" + pid + "/task/" + task.Name() + "/stat")
-		if err != nil {
-			return false
-		}
-		// The state follows the command name, which is in parentheses.
-		i := strings.LastIndexByte(string(b), ')')
-		if i < 0 || i+2 >= len(b) || (b[i+2] != 'T' && b[i+2] != 't') {
-			return false
-		}
-	}
-	return true
 }
 
 // Thaw resumes a frozen memcached with SIGCONT.
 func (m *Memcached) Thaw() {
 	m.t.Helper()
-	if err := m.proc.Signal(syscall.SIGCONT); err != nil {
-		m.t.Fatalf("thaw memcached: %v", err)
+	if err := m.proc.Thaw(); err != nil {
+		m.t.Fatalf("memcached: %v", err)
 	}
 }
 

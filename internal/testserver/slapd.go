@@ -18,7 +18,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -328,17 +327,6 @@ func (s *Slapd) waitTCP(addr string, timeout time.Duration) error {
 	}
 }
 
-// exited reports whether process pid is gone or a zombie.
-func exited(pid int) bool {
-	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return os.IsNotExist(err)
-	}
-	// The state follows the parenthesised command name.
-	i := strings.LastIndexByte(string(stat), ')')
-	return i >= 0 && i+2 < len(stat) && stat[i+2] == 'Z'
-}
-
 // Stop stops slapd (SIGTERM, by PID); the data stays for Start.
 func (s *Slapd) Stop() {
 	s.mu.Lock()
@@ -350,53 +338,23 @@ func (s *Slapd) Stop() {
 
 // Freeze stops slapd with SIGSTOP: connections are accepted by the
 // kernel but nothing is answered, like a black-holed server. It returns
-// once every slapd thread is stopped (the signal takes effect a moment
-// after kill returns).
+// once every slapd thread is stopped (see Process.Freeze).
 func (s *Slapd) Freeze() {
 	s.t.Helper()
-	s.signal(syscall.SIGSTOP)
-	pid := strconv.Itoa(s.proc.Cmd.Process.Pid)
-	deadline := time.Now().Add(5 * time.Second)
-	for !allStopped(pid) {
-		if time.Now().After(deadline) {
-			s.t.Fatalf("slapd (pid %s) not stopped 5s after SIGSTOP", pid)
-		}
-		time.Sleep(time.Millisecond)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.proc.Freeze(); err != nil {
+		s.t.Fatalf("slapd: %v", err)
 	}
-}
-
-// allStopped reports whether every thread of process pid is stopped (also
-// used by Memcached.Freeze).
-func allStopped(pid string) bool {
-	tasks, err := os.ReadDir("/proc/" + pid + "/task")
-	if err != nil || len(tasks) == 0 {
-		return false
-	}
-	for _, task := range tasks {
-		stat, err := os.ReadFile("/proc/" + pid + "/task/" + task.Name() + "/stat")
-		if err != nil {
-			return false
-		}
-		i := strings.LastIndexByte(string(stat), ')')
-		if i < 0 || i+2 >= len(stat) || (stat[i+2] != 'T' && stat[i+2] != 't') {
-			return false
-		}
-	}
-	return true
 }
 
 // Thaw resumes a frozen slapd with SIGCONT.
 func (s *Slapd) Thaw() {
 	s.t.Helper()
-	s.signal(syscall.SIGCONT)
-}
-
-func (s *Slapd) signal(sig syscall.Signal) {
-	s.t.Helper()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.proc.Signal(sig); err != nil {
-		s.t.Fatalf("slapd: signal %v: %v", sig, err)
+	if err := s.proc.Thaw(); err != nil {
+		s.t.Fatalf("slapd: %v", err)
 	}
 }
 
