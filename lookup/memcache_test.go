@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -566,32 +567,87 @@ func TestMemcacheStuckLock(t *testing.T) {
 	}
 }
 
-// TestMemcacheReleasedLockIsTakenOver: a holder that failed (lock gone,
-// no answer) is replaced by a waiter at once, not after LockTimeout.
-func TestMemcacheReleasedLockIsTakenOver(t *testing.T) {
+// TestMemcacheLockWaiter: a lookup that finds another daemon holding the
+// key's lock waits for it: when the holder publishes, the waiter takes the
+// answer without asking the directory; when the holder fails (lock gone,
+// no answer), the waiter takes over at once, not after LockTimeout. The
+// holder acts only once memcached has served the waiter a poll that found
+// the lock, so the waiting path always runs (an Add after the release
+// would take the lock and pass without waiting).
+func TestMemcacheLockWaiter(t *testing.T) {
 	server := testserver.StartMemcached(t)
 	raw := memcache.New(server.Addr())
-	opts := testMemcacheOptions()
-	opts.LockTimeout = time.Hour // a test that waits for it times out
-	d := newMemcacheDaemon(t, server.Addr(), directory(nil, "a@example.com"), opts)
-	k := rcptKey("a@example.com")
-	if err := raw.Add(&memcache.Item{Key: d.mc.lockKey(k), Value: []byte("1"), Expiration: 60}); err != nil {
-		t.Fatal(err)
+	tests := []struct {
+		name      string
+		publish   bool // the holder publishes an answer before releasing
+		wantTier  string
+		wantCalls int
+	}{
+		{"holder publishes", true, "memcache", 0},
+		{"holder fails", false, "map", 1},
 	}
-	done := make(chan error, 1)
-	go func() {
-		ans, err := d.mc.Lookup(context.Background(), k)
-		if err == nil && (!ans.Found || ans.Tier != "map") {
-			err = fmt.Errorf("answer %+v, want found from the directory", ans)
-		}
-		done <- err
-	}()
-	time.Sleep(20 * time.Millisecond) // let it start waiting
-	if err := raw.Delete(d.mc.lockKey(k)); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-done; err != nil {
-		t.Fatal(err)
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			opts := testMemcacheOptions()
+			opts.LockTimeout = time.Hour // a waiter that waits for it fails below
+			d := newMemcacheDaemon(t, server.Addr(), directory(nil), opts)
+			k := rcptKey(fmt.Sprintf("waiter%d@example.com", i))
+			d.sw.next.(mapSource).names[k.Name] = true
+			if err := raw.Add(&memcache.Item{Key: d.mc.lockKey(k), Value: []byte("1"), Expiration: 60}); err != nil {
+				t.Fatal(err)
+			}
+			// Only the waiter's polls (get of item and lock) can hit: the
+			// item is not there and nothing else reads the lock.
+			hits := func() int {
+				st, err := server.Stats()
+				if err != nil {
+					t.Fatal(err)
+				}
+				n, err := strconv.Atoi(st["get_hits"])
+				if err != nil {
+					t.Fatalf("memcached get_hits %q: %v", st["get_hits"], err)
+				}
+				return n
+			}
+			before := hits()
+			type result struct {
+				ans Answer
+				err error
+			}
+			done := make(chan result, 1)
+			go func() {
+				ans, err := d.mc.Lookup(context.Background(), k)
+				done <- result{ans, err}
+			}()
+			if !testserver.Eventually(30*time.Second, func() bool { return hits() > before }) {
+				t.Fatal("the lookup never polled the held lock")
+			}
+			select {
+			case r := <-done:
+				t.Fatalf("the lookup returned %+v, %v while the lock was held", r.ans, r.err)
+			default:
+			}
+			if tt.publish {
+				at := time.Now()
+				if err := raw.Set(&memcache.Item{Key: d.mc.ItemKey(k), Value: encodeMemcacheValue(true, at), Expiration: 60}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := raw.Delete(d.mc.lockKey(k)); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case r := <-done:
+				if r.err != nil || !r.ans.Found || r.ans.Tier != tt.wantTier {
+					t.Errorf("lookup = %+v, %v; want found from %s", r.ans, r.err, tt.wantTier)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatal("the lookup still waits 30s after the lock was released")
+			}
+			if n := d.count.calls(); n != tt.wantCalls {
+				t.Errorf("directory asked %d times, want %d", n, tt.wantCalls)
+			}
+		})
 	}
 }
 
