@@ -67,7 +67,10 @@ func id(t *testing.T) string {
 }
 
 // writeDaemonConfig writes a daemon config listening on listen, reading
-// slapd, and returns its path.
+// slapd, and returns its path. Every case asserts exact replies, so a
+// machine stall must not turn a lookup into a 451: ldap.timeout is 3s,
+// decision_timeout 5s above it, and Sendmail's R:10s above that (a stopped
+// slapd refuses at once, so "LDAP down" does not wait for either).
 func writeDaemonConfig(t *testing.T, dir, name, listen string, slapd *testserver.Slapd, memcached *testserver.Memcached) string {
 	t.Helper()
 	cfg := fmt.Sprintf(`# e2e daemon config
@@ -75,7 +78,7 @@ listen = %q
 socket_mode = "0666"
 source = "ldap"
 trusted_networks = [%q]
-decision_timeout = "3s"
+decision_timeout = "5s"
 shutdown_timeout = "2s"
 log_level = "debug"
 
@@ -87,7 +90,7 @@ catch_all = true
 [ldap]
 urls = [%q]
 base_dn = %q
-timeout = "1s"
+timeout = "3s"
 connections = 1
 
 [memcache]
