@@ -64,12 +64,24 @@ type envOptions struct {
 	bindPasswordFile string
 	// extra is appended to the top level of the config.
 	extra string
-	// cache, ldap and memcache are extra lines of those sections.
+	// cache, ldap and memcache are extra lines of those sections; ldap
+	// holds ldapTimeout unless it sets a timeout.
 	cache, ldap, memcache string
-	decisionTimeout       time.Duration
+	// decisionTimeout is decisionTimeout when 0.
+	decisionTimeout time.Duration
 	// slapd are the slapd options (the users are added to Entries).
 	slapd testserver.SlapdOptions
 }
+
+// ldapTimeout is the ldap.timeout line the tests use unless they set
+// their own: long enough that a loaded machine (another test package
+// under -race beside this one) does not turn a healthy lookup into a
+// 451; decisionTimeout (the default of envOptions.decisionTimeout) is
+// above it, so the directory's own error answers first.
+const (
+	ldapTimeout     = "timeout = \"3s\""
+	decisionTimeout = 5 * time.Second
+)
 
 func startEnv(t *testing.T, o envOptions) *env {
 	t.Helper()
@@ -84,8 +96,11 @@ func startEnv(t *testing.T, o envOptions) *env {
 		e.mc = testserver.StartMemcached(t)
 	}
 	if o.decisionTimeout == 0 {
-		o.decisionTimeout = 2 * time.Second
+		o.decisionTimeout = decisionTimeout
 		e.opts.decisionTimeout = o.decisionTimeout
+	}
+	if !strings.Contains(o.ldap, "timeout") {
+		o.ldap = ldapTimeout + "\n" + o.ldap
 	}
 	e.metrics = fmt.Sprintf("127.0.0.1:%d", testserver.FreePort(t, "127.0.0.1"))
 	urls := []string{e.slapd.URL()}
@@ -158,6 +173,17 @@ type tally struct {
 	// at records when each class of each group happened (unix ns), for
 	// windows of faults.
 	at map[string][]int64
+	// tempfails are the 451s counted, with their addresses, for matching
+	// them with the daemon's decision lines.
+	tempfails []tempfailAt
+	// retried are the 451s retried (loadSpec.retry451) and not counted.
+	retried []tempfailAt
+}
+
+// tempfailAt is one 451: when and for which address.
+type tempfailAt struct {
+	at   time.Time
+	addr string
 }
 
 func newTally(limit time.Duration) *tally {
@@ -180,8 +206,12 @@ func (t *tally) record(it item, class string, lat time.Duration, detail string) 
 	if t.limit > 0 && lat > t.limit {
 		t.slow++
 	}
+	now := time.Now()
 	k := it.group + "/" + class
-	t.at[k] = append(t.at[k], time.Now().UnixNano())
+	t.at[k] = append(t.at[k], now.UnixNano())
+	if class == tempfail {
+		t.tempfails = append(t.tempfails, tempfailAt{now, it.addr})
+	}
 	if detail != "" && len(t.examples) < 10 {
 		t.examples = append(t.examples, fmt.Sprintf("%s %s: %s", it.group, it.addr, detail))
 	}
@@ -224,6 +254,9 @@ func (t *tally) String() string {
 	sort.Strings(groups)
 	var b strings.Builder
 	fmt.Fprintf(&b, "sent %d answered %d max latency %s", t.sent, t.answered, t.maxLat.Round(time.Millisecond))
+	if len(t.retried) > 0 {
+		fmt.Fprintf(&b, " 451s retried %d (first %s)", len(t.retried), t.retried[0].addr)
+	}
 	for _, g := range groups {
 		fmt.Fprintf(&b, "; %s:", g)
 		classes := make([]string, 0)
@@ -252,6 +285,13 @@ type loadSpec struct {
 	next            func(n int) item
 	// readTimeout of the client; decision_timeout plus a margin.
 	readTimeout time.Duration
+	// retry451, when set, is the pause after a 451 before the RCPT is
+	// sent once more in the same session; only the second reply is
+	// counted (the first is in tally.retried). A 451 is the MTA's signal
+	// to try again: phases that check recovery use this so that one
+	// lookup slowed past ldap.timeout by a loaded machine does not fail
+	// them, while a lasting failure still does. A 550 is never retried.
+	retry451 time.Duration
 }
 
 // runLoad runs spec until ctx ends or max RCPTs were sent, counting into
@@ -325,6 +365,15 @@ func session(c *gomilter.Client, spec loadSpec, n int, tokens <-chan int, t *tal
 		start := time.Now()
 		a, err := s.Rcpt("<"+it.addr+">", nil)
 		lat := time.Since(start)
+		if err == nil && spec.retry451 > 0 && classify(a) == tempfail {
+			t.mu.Lock()
+			t.retried = append(t.retried, tempfailAt{time.Now(), it.addr})
+			t.mu.Unlock()
+			time.Sleep(spec.retry451)
+			start = time.Now()
+			a, err = s.Rcpt("<"+it.addr+">", nil)
+			lat = time.Since(start)
+		}
 		if err != nil {
 			t.record(it, failed, lat, "rcpt: "+err.Error())
 			return
@@ -375,6 +424,26 @@ func ask(t *testing.T, d *testserver.Daemon, addrs ...string) []string {
 	}
 	return out
 }
+
+// askRecovered is ask for a check that the daemon has recovered: a 451
+// is asked once more after retryPause (the MTA would retry too) and
+// logged; only the second reply is returned. A 550 is returned as is.
+func askRecovered(t *testing.T, d *testserver.Daemon, addrs ...string) []string {
+	t.Helper()
+	out := ask(t, d, addrs...)
+	for i, c := range out {
+		if c == tempfail {
+			time.Sleep(retryPause)
+			out[i] = ask(t, d, addrs[i])[0]
+			t.Logf("RCPT <%s>: 451, then %s when asked again %s later", addrs[i], out[i], retryPause)
+		}
+	}
+	return out
+}
+
+// retryPause is how long a recovery check waits before asking again
+// after a 451.
+const retryPause = 500 * time.Millisecond
 
 // metric reads one sample of /metrics ("name" or `name{label="v"}`); -1
 // when absent.

@@ -72,7 +72,7 @@ func checkTotals(t *testing.T, phase string, tl *tally, allowed map[string]strin
 // sent; once slapd is back the daemon (never restarted) answers fresh.
 func TestSlapdKilledAndRestarted(t *testing.T) {
 	e := startEnv(t, envOptions{useMemcache: true, cache: shortTTLs,
-		memcache: "ttl = \"1s\"\nnegative_ttl = \"1s\"", ldap: "timeout = \"1s\""})
+		memcache: "ttl = \"1s\"\nnegative_ttl = \"1s\"", ldap: ldapTimeout, decisionTimeout: decisionTimeout})
 	known := addrs("user%d@example.com", 0, 100)
 	unknown := addrs("nobody%d@example.com", 0, 20)
 	t0 := time.Now()
@@ -111,7 +111,7 @@ func TestSlapdKilledAndRestarted(t *testing.T) {
 	}
 	t.Logf("fresh answers %s after slapd came back", time.Since(back).Round(time.Millisecond))
 	up := newTally(limit)
-	runLoad(context.Background(), e.d, loadSpec{workers: 16, rate: 200, max: 400, next: func(n int) item {
+	runLoad(context.Background(), e.d, loadSpec{workers: 16, rate: 200, max: 400, retry451: retryPause, next: func(n int) item {
 		switch n % 4 {
 		case 0:
 			return item{freshG, userAddr(450 + n/4)}
@@ -134,7 +134,7 @@ func TestSlapdKilledAndRestarted(t *testing.T) {
 // plus a margin, known recipients stale, none 550; SIGCONT brings fresh
 // answers back.
 func TestSlapdFrozen(t *testing.T) {
-	e := startEnv(t, envOptions{cache: shortTTLs, ldap: "timeout = \"1s\"", decisionTimeout: 2 * time.Second})
+	e := startEnv(t, envOptions{cache: shortTTLs, ldap: ldapTimeout, decisionTimeout: decisionTimeout})
 	known := addrs("user%d@example.com", 0, 100)
 	unknown := addrs("nobody%d@example.com", 0, 20)
 	warm(t, e, known, unknown)
@@ -149,8 +149,9 @@ func TestSlapdFrozen(t *testing.T) {
 	time.Sleep(1200 * time.Millisecond)
 	limit := e.opts.decisionTimeout + margin
 	frozen := newTally(limit)
-	// Every lookup waits ldap.timeout: 64 sessions at a time.
-	runLoad(context.Background(), e.d, loadSpec{workers: 64, rate: 150, max: 300, next: func(n int) item {
+	// Every lookup waits ldap.timeout: 64 sessions at a time, three RCPTs
+	// each.
+	runLoad(context.Background(), e.d, loadSpec{workers: 64, rate: 150, max: 192, next: func(n int) item {
 		switch n % 3 {
 		case 0:
 			return item{freshG, userAddr(300 + n/3)}
@@ -173,7 +174,7 @@ func TestSlapdFrozen(t *testing.T) {
 	}
 	t.Logf("fresh answers %s after SIGCONT", time.Since(back).Round(time.Millisecond))
 	after := newTally(limit)
-	runLoad(context.Background(), e.d, loadSpec{workers: 16, rate: 200, max: 300, next: func(n int) item {
+	runLoad(context.Background(), e.d, loadSpec{workers: 16, rate: 200, max: 300, retry451: retryPause, next: func(n int) item {
 		switch n % 3 {
 		case 0:
 			return item{freshG, userAddr(460 + n/3)}
@@ -202,12 +203,14 @@ func TestFirstURLDead(t *testing.T) {
 		{"black hole", func(t *testing.T) string { return "ldap://" + testserver.BlackHole(t) }, true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			e := startEnv(t, envOptions{ldapURLs: []string{tt.url(t), "%s"}, ldap: "timeout = \"1s\""})
-			if tt.settle {
-				testserver.Eventually(20*time.Second, func() bool { return ask(t, e.d, userAddr(599))[0] == accept })
+			// A lookup that waits for a dial may spend one ldap.timeout on
+			// the dead URL before the live one: decision_timeout covers both.
+			e := startEnv(t, envOptions{ldapURLs: []string{tt.url(t), "%s"}, ldap: ldapTimeout, decisionTimeout: 8 * time.Second})
+			if tt.settle && !testserver.Eventually(40*time.Second, func() bool { return ask(t, e.d, userAddr(599))[0] == accept }) {
+				t.Fatalf("no answer from the second URL within 40s:\n%s", e.d.Output())
 			}
 			tl := newTally(e.opts.decisionTimeout + margin)
-			runLoad(context.Background(), e.d, loadSpec{workers: 16, rate: 200, max: 400, next: func(n int) item {
+			runLoad(context.Background(), e.d, loadSpec{workers: 16, rate: 200, max: 400, retry451: retryPause, next: func(n int) item {
 				if n%2 == 0 {
 					return item{freshG, userAddr(n / 2)}
 				}
@@ -271,12 +274,14 @@ func TestSlapdPendingLimit(t *testing.T) {
 		const n = 300
 		var (
 			wg    sync.WaitGroup
+			ready sync.WaitGroup // sessions at RCPT (or failed before)
 			start = make(chan struct{})
 			tl    = newTally(0)
 		)
 		c := client(e.d, 30*time.Second, nil)
 		for i := range n {
 			wg.Add(1)
+			ready.Add(1)
 			go func() {
 				defer wg.Done()
 				it := item{freshG, userAddr(round*n + i)}
@@ -290,6 +295,7 @@ func TestSlapdPendingLimit(t *testing.T) {
 						_, err = s.Mail("<s@example.org>", nil)
 					}
 				}
+				ready.Done()
 				<-start
 				if err != nil {
 					tl.record(it, failed, 0, err.Error())
@@ -304,7 +310,7 @@ func TestSlapdPendingLimit(t *testing.T) {
 				tl.record(it, classify(a), time.Since(t0), "")
 			}()
 		}
-		time.Sleep(500 * time.Millisecond) // sessions open, waiting at RCPT
+		ready.Wait() // every session open, past MAIL, waiting to send RCPT
 		close(start)
 		wg.Wait()
 		t.Logf("round %d: %s", round, tl)

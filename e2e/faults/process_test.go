@@ -47,7 +47,7 @@ func baseline(t *testing.T, e *env) (goroutines, fds float64) {
 // slapd — leave no goroutine or file descriptor behind, and the daemon
 // serves as before.
 func TestMTADropsMidSession(t *testing.T) {
-	e := startEnv(t, envOptions{ldap: "timeout = \"1s\""})
+	e := startEnv(t, envOptions{})
 	if got := ask(t, e.d, userAddr(0), "nobody@example.com"); got[0] != accept || got[1] != reject {
 		t.Fatalf("before: %q", got)
 	}
@@ -145,7 +145,7 @@ func TestMTADropsMidSession(t *testing.T) {
 		t.Errorf("after %d cut connections: goroutines %v (before %v), open fds %v (before %v); want at most +10 and +5",
 			6*each, g, baseG, f, baseF)
 	}
-	if got := ask(t, e.d, userAddr(1), "nobody@example.com"); got[0] != accept || got[1] != reject {
+	if got := askRecovered(t, e.d, userAddr(1), "nobody@example.com"); got[0] != accept || got[1] != reject {
 		t.Errorf("after: %q", got)
 	}
 	if e.d.Exited() {
@@ -245,10 +245,14 @@ func TestMaxSessions(t *testing.T) {
 		t.Errorf("antespam_sessions_refused_total = %v", v)
 	}
 
-	// One more while a slot frees up: it waits and is served.
+	// One more while a slot frees up: it waits and is served. The slot is
+	// freed only once the daemon holds the connection while all slots are
+	// taken: it is then waiting (served at once otherwise, the test would
+	// pass without the wait).
 	got := make(chan error, 1)
+	dialer := &countingDialer{}
 	go func() {
-		s, err := client(e.d, 10*time.Second, nil).Session()
+		s, err := client(e.d, 10*time.Second, dialer).Session()
 		if err == nil {
 			_, err = s.Conn("mx.client.test", gomilter.FamilyInet, 25, "192.0.2.1")
 			if err == nil {
@@ -265,7 +269,15 @@ func TestMaxSessions(t *testing.T) {
 		}
 		got <- err
 	}()
-	time.Sleep(200 * time.Millisecond)
+	if v := metric(t, e.metrics, "antespam_sessions_active"); v != max {
+		t.Fatalf("antespam_sessions_active = %v, want %d: every slot held", v, max)
+	}
+	// It waits at most a second (the queue timeout): look often.
+	if !testserver.Eventually(5*time.Second, func() bool {
+		return dialer.n.Load() == 1 && e.d.Accepted(dialer.last().LocalAddr())
+	}) {
+		t.Fatalf("the daemon did not accept the connection beyond max_sessions within 5s")
+	}
 	held[0].Close()
 	if err := <-got; err != nil {
 		t.Errorf("session waiting for a freed slot: %v", err)

@@ -30,7 +30,7 @@ func TestBindPasswordNeverShown(t *testing.T) {
 	}
 
 	e := startEnv(t, envOptions{slapd: testserver.SlapdOptions{RootPassword: password},
-		bindPasswordFile: pwFile, extra: "log_level = \"debug\"", ldap: "timeout = \"1s\"", cache: shortTTLs,
+		bindPasswordFile: pwFile, extra: "log_level = \"debug\"", cache: shortTTLs,
 	})
 	if got := ask(t, e.d, userAddr(0), "nobody@example.com"); got[0] != accept || got[1] != reject {
 		t.Fatalf("lookups: %q", got)
