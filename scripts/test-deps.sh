@@ -5,11 +5,13 @@
 # and Sendmail's .debs unpacked (not installed: they conflict with postfix)
 # under .cache/sendmail. Services are kept from starting by a temporary
 # policy-rc.d; the tests start their own instances on loopback ports.
+# Arguments name more packages to install the same way (bench/deps.sh).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 # libdb5.3 ... liblockfile1: the libraries of the unpacked sendmail-bin.
 want=(memcached slapd ldap-utils postfix swaks m4 rpm lintian openssl procps iproute2 util-linux systemd man-db strace
-	libdb5.3 libldap-2.5-0 liblockfile1 libnsl2 libsasl2-2 libssl3 libwrap0)
+	libdb5.3 libldap-2.5-0 liblockfile1 libnsl2 libsasl2-2 libssl3 libwrap0
+	"$@")
 missing=()
 for p in "${want[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
