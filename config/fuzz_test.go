@@ -78,7 +78,8 @@ func encode(t *testing.T, c *config.Config) []byte {
 	var b bytes.Buffer
 	if err := toml.NewEncoder(&b).Encode(c); err != nil {
 		// The encoder refuses some strings (invalid UTF-8) the decoder took
-		// from escapes; nothing to compare then.
+		// from escapes; nothing to compare then. This skips one fuzz
+		// input, not a server, so it is right in CI too.
 		if strings.Contains(err.Error(), "UTF-8") {
 			t.Skip(err)
 		}
