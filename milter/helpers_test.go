@@ -245,6 +245,4 @@ func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
-func netListen(network, addr string) (net.Listener, error) { return net.Listen(network, addr) }
-
 func parseIP(s string) net.IP { return net.ParseIP(s) }
