@@ -391,7 +391,6 @@ func (v *validator) addAll(key string, errs []error) {
 }
 
 var (
-	replyRE    = regexp.MustCompile(`^([245])[0-9][0-9] ([245])\.[0-9]{1,3}\.[0-9]{1,3} \S`)
 	listenRE   = regexp.MustCompile(`^(inet|inet6):([0-9]+)(@.+)?$|^(unix|local):(/.+)$`)
 	logLevels  = map[string]bool{"debug": true, "info": true, "warn": true, "error": true}
 	onErrHosts = map[string]bool{"accept": true, "tempfail": true}
@@ -649,18 +648,59 @@ func positive(v *validator, key string, d time.Duration) {
 }
 
 func reply(v *validator, key, r string, class byte) {
-	m := replyRE.FindStringSubmatch(r)
-	switch {
-	case m == nil:
-		v.add(key, "%q is not a reply such as \"%c50 %c.1.1 text\"", r, class, class)
-	case m[1][0] != class:
-		v.add(key, "%q must be a %cxx reply", r, class)
-	case m[1] != m[2]:
-		v.add(key, "%q: the SMTP code %sxx and the enhanced code %s.x.x disagree in class", r, m[1], m[2])
-	case strings.ContainsAny(r, "\r\n"):
+	if err := ValidReply(r, class); err != nil {
+		v.add(key, "%v", err)
+	} else if strings.ContainsAny(r, "\r\n") {
 		v.add(key, "reply must be one line")
 	}
 }
+
+// ValidReply checks that line starts as a reply Postfix accepts from a
+// milter, of the given class ('2', '4' or '5'): a 3-digit code, a space,
+// an enhanced status code of the same class (1 to 3 digits in each of its
+// other two parts), a space and a character of text that is not white
+// space. What follows that character is not looked at: the configuration
+// refuses CR and LF in a reply template separately, and the milter strips
+// control characters before it checks. It is the one definition of a
+// reply template, for config validation and for the milter, which runs it
+// on every reply it sends (so it is written out rather than a regexp).
+func ValidReply(line string, class byte) error {
+	if !replyShape(line) {
+		return fmt.Errorf("%q is not a reply such as \"%c50 %c.1.1 text\"", line, class, class)
+	}
+	switch {
+	case line[0] != class:
+		return fmt.Errorf("%q must be a %cxx reply", line, class)
+	case line[4] != line[0]:
+		return fmt.Errorf("%q: the SMTP code %cxx and the enhanced code %c.x.x disagree in class", line, line[0], line[4])
+	}
+	return nil
+}
+
+// replyShape: `^[245][0-9][0-9] [245]\.[0-9]{1,3}\.[0-9]{1,3} \S`.
+func replyShape(line string) bool {
+	replyClass := func(c byte) bool { return c == '2' || c == '4' || c == '5' }
+	if len(line) < 6 || !replyClass(line[0]) || !isDigit(line[1]) || !isDigit(line[2]) ||
+		line[3] != ' ' || !replyClass(line[4]) || line[5] != '.' {
+		return false
+	}
+	i := 6
+	for _, sep := range []byte{'.', ' '} {
+		n := 0
+		for i < len(line) && isDigit(line[i]) {
+			i++
+			n++
+		}
+		if n < 1 || n > 3 || i >= len(line) || line[i] != sep {
+			return false
+		}
+		i++
+	}
+	// \S: anything but ASCII white space (RE2's \s is [\t\n\f\r ]).
+	return i < len(line) && !strings.ContainsRune(" \t\n\f\r", rune(line[i]))
+}
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
 
 // parsePrefix accepts an address or a CIDR network.
 func parsePrefix(s string) (netip.Prefix, error) {

@@ -3,7 +3,6 @@ package milter
 import (
 	"errors"
 	"fmt"
-	"regexp"
 	"strings"
 	"unicode/utf8"
 
@@ -139,23 +138,18 @@ func (p *Policy) hostReply(d lookup.Decision, err error) Reply {
 	}
 }
 
-var (
-	defaults = config.Default()
-	// replyRE is what Postfix accepts from a milter: a 3-digit code, a
-	// space, an enhanced status code of the same class, a space and text.
-	// validReply implements it; the tests hold them to each other.
-	replyRE = regexp.MustCompile(`^([245])[0-9][0-9] ([245])\.[0-9]{1,3}\.[0-9]{1,3} \S`)
-)
+var defaults = config.Default()
 
 // replyLine builds the reply sent to the MTA from a configured template:
 // a template that is not a single-line reply of the given class with
-// agreeing codes (config validation prevents this; a Policy built by hand
-// may not) is replaced by the default; {rcpt} is replaced by the address,
-// stripped of control characters and bounded; the result is bounded and
-// every % is doubled, as Sendmail and Postfix read it as a format string.
+// agreeing codes (config.ValidReply; config validation prevents this, a
+// Policy built by hand may not) is replaced by the default; {rcpt} is
+// replaced by the address, stripped of control characters and bounded;
+// the result is bounded and every % is doubled, as Sendmail and Postfix
+// read it as a format string.
 func replyLine(tmpl, fallback string, class byte, rcpt string) string {
 	tmpl = cleanText(tmpl, maxReplyText)
-	if !validReply(tmpl, class) {
+	if config.ValidReply(tmpl, class) != nil {
 		tmpl = fallback
 	}
 	line := tmpl
@@ -163,7 +157,7 @@ func replyLine(tmpl, fallback string, class byte, rcpt string) string {
 		line = strings.ReplaceAll(line, "{rcpt}", cleanText(rcpt, maxRcptInReply))
 	}
 	line = cleanText(line, maxReplyText)
-	if !validReply(line, class) {
+	if config.ValidReply(line, class) != nil {
 		// The address left no text after the codes ("550 5.1.1 {rcpt}"
 		// with an empty address, say): keep the codes, say something.
 		line = tmpl[:strings.IndexByte(tmpl[4:], ' ')+5] + genericText[class]
@@ -172,31 +166,6 @@ func replyLine(tmpl, fallback string, class byte, rcpt string) string {
 }
 
 var genericText = map[byte]string{'4': "Temporary failure", '5': "Rejected"}
-
-// validReply: a reply line of the given class, codes agreeing; what
-// replyRE matches, written out as it runs for every reply.
-func validReply(line string, class byte) bool {
-	if (class != '2' && class != '4' && class != '5') || len(line) < 10 || line[0] != class || !isDigit(line[1]) || !isDigit(line[2]) ||
-		line[3] != ' ' || line[4] != class || line[5] != '.' {
-		return false
-	}
-	i := 6
-	for _, sep := range []byte{'.', ' '} {
-		n := 0
-		for i < len(line) && isDigit(line[i]) {
-			i++
-			n++
-		}
-		if n < 1 || n > 3 || i >= len(line) || line[i] != sep {
-			return false
-		}
-		i++
-	}
-	// \S in replyRE: anything but ASCII white space.
-	return i < len(line) && !strings.ContainsRune(" \t\n\f\r", rune(line[i]))
-}
-
-func isDigit(c byte) bool { return '0' <= c && c <= '9' }
 
 // cleanText drops control characters (CR, LF, NUL and the rest of C0, and
 // DEL), turns invalid UTF-8 into '?' and cuts s to at most max bytes on a

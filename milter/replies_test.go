@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -191,8 +192,13 @@ func TestDecide(t *testing.T) {
 	}
 }
 
-// TestValidReply: validReply accepts exactly what replyRE matches with the
-// class asked for and agreeing codes.
+// replyRE is what Postfix accepts from a milter: a 3-digit code, a space,
+// an enhanced status code of the same class, a space and text. It is the
+// oracle config.ValidReply, written out for speed, is held to.
+var replyRE = regexp.MustCompile(`^([245])[0-9][0-9] ([245])\.[0-9]{1,3}\.[0-9]{1,3} \S`)
+
+// TestValidReply: config.ValidReply, which replyLine relies on, accepts
+// exactly what replyRE matches with the class asked for and agreeing codes.
 func TestValidReply(t *testing.T) {
 	lines := []string{
 		"550 5.1.1 x", "550 5.1.1 <a@b>: no", "451 4.3.0 Temporary", "554 5.7.1 Go away", "250 2.0.0 ok",
@@ -205,14 +211,14 @@ func TestValidReply(t *testing.T) {
 		for _, class := range []byte("2456") {
 			m := replyRE.FindStringSubmatch(line)
 			want := m != nil && m[1][0] == class && m[1] == m[2]
-			if got := validReply(line, class); got != want {
-				t.Errorf("validReply(%q, %c) = %v, replyRE says %v", line, class, got, want)
+			if got := config.ValidReply(line, class) == nil; got != want {
+				t.Errorf("config.ValidReply(%q, %c) = %v, replyRE says %v", line, class, got, want)
 			}
 		}
 	}
 }
 
-// FuzzValidReply holds validReply to replyRE on any input.
+// FuzzValidReply holds config.ValidReply to replyRE on any input.
 func FuzzValidReply(f *testing.F) {
 	for _, s := range []string{"550 5.1.1 x", "451 4.3.0 <a>: t", "550 5.12.123 y", "550 5.1.1\tx"} {
 		f.Add(s)
@@ -221,8 +227,8 @@ func FuzzValidReply(f *testing.F) {
 		for _, class := range []byte("245") {
 			m := replyRE.FindStringSubmatch(line)
 			want := m != nil && m[1][0] == class && m[1] == m[2]
-			if got := validReply(line, class); got != want {
-				t.Errorf("validReply(%q, %c) = %v, replyRE says %v", line, class, got, want)
+			if got := config.ValidReply(line, class) == nil; got != want {
+				t.Errorf("config.ValidReply(%q, %c) = %v, replyRE says %v", line, class, got, want)
 			}
 		}
 	})
