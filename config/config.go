@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"reflect"
@@ -391,24 +392,77 @@ func (v *validator) addAll(key string, errs []error) {
 }
 
 var (
-	listenRE   = regexp.MustCompile(`^(inet|inet6):([0-9]+)(@.+)?$|^(unix|local):(/.+)$`)
 	logLevels  = map[string]bool{"debug": true, "info": true, "warn": true, "error": true}
 	onErrHosts = map[string]bool{"accept": true, "tempfail": true}
 )
 
+// listenForms names the forms of a milter socket spec, for messages.
+const listenForms = "inet:PORT@HOST, inet6:PORT@[HOST], unix:/path or local:/path"
+
+// ParseListen splits a milter socket spec, in the syntax Sendmail, Postfix
+// and OpenDKIM share, into a network for net.Listen or net.Dial and an
+// address:
+//
+//	inet:PORT@HOST     "tcp", HOST:PORT (HOST a name or an address; [brackets] allowed)
+//	inet:PORT          "tcp", :PORT (every interface, as OpenDKIM does)
+//	inet6:PORT@[HOST]  "tcp6", [HOST]:PORT
+//	inet6:PORT         "tcp6", :PORT
+//	unix:/path         "unix", /path; local:/path is the same
+//
+// PORT is 0 to 65535 (0: any free port). It is the one parser of the
+// spec: milter.Listen opens what it returns, and config validation adds
+// the daemon's rules (a port other than 0, an absolute socket path).
+func ParseListen(spec string) (network, address string, err error) {
+	proto, rest, ok := strings.Cut(spec, ":")
+	if !ok {
+		return "", "", fmt.Errorf("%q is not %s", spec, listenForms)
+	}
+	switch proto {
+	case "unix", "local":
+		if rest == "" {
+			return "", "", fmt.Errorf("%q is not %s: no socket path", spec, listenForms)
+		}
+		if strings.ContainsRune(rest, 0) {
+			return "", "", fmt.Errorf("%q: the socket path holds a NUL", spec)
+		}
+		return "unix", rest, nil
+	case "inet", "inet6":
+		port, host, at := strings.Cut(rest, "@")
+		if port == "" || strings.Trim(port, "0123456789") != "" {
+			return "", "", fmt.Errorf("%q is not %s: port %q is not a number", spec, listenForms, port)
+		}
+		if p, err := strconv.Atoi(port); err != nil || p > 65535 {
+			return "", "", fmt.Errorf("%q: port %q is not between 1 and 65535 (nor 0, any free port)", spec, port)
+		}
+		if at && host == "" {
+			return "", "", fmt.Errorf("%q is not %s: no host after @", spec, listenForms)
+		}
+		host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+		if strings.ContainsAny(host, "[]@/ \t\x7f") || strings.IndexFunc(host, func(r rune) bool { return r < 0x20 }) >= 0 {
+			return "", "", fmt.Errorf("%q: %q is not a host name or address", spec, host)
+		}
+		network := "tcp"
+		if proto == "inet6" {
+			network = "tcp6"
+		}
+		return network, net.JoinHostPort(host, port), nil
+	}
+	return "", "", fmt.Errorf("%q is not %s: unknown socket type %q (inet, inet6, unix or local)", spec, listenForms, proto)
+}
+
 func (c *Config) validate(v *validator) {
-	if !listenRE.MatchString(c.Listen) {
-		v.add("listen", "%q is not inet:PORT@HOST, inet6:PORT@[HOST], unix:/path or local:/path", c.Listen)
-	} else if m := listenRE.FindStringSubmatch(c.Listen); m[2] != "" {
-		if p, err := strconv.Atoi(m[2]); err != nil || p < 1 || p > 65535 {
-			v.add("listen", "port %q is not between 1 and 65535", m[2])
+	// The daemon's rules on top of the syntax: the MTA must know the port
+	// (0, any free port, is for tests) and a unix socket path is absolute.
+	if network, addr, err := ParseListen(c.Listen); err != nil {
+		v.add("listen", "%v", err)
+	} else if network == "unix" {
+		if len(addr) < 2 || addr[0] != '/' || strings.ContainsRune(addr, '\n') {
+			v.add("listen", "%q is not %s: the socket path must be absolute", c.Listen, listenForms)
 		}
-		// The characters milter.Listen refuses in a host.
-		if host := strings.TrimSuffix(strings.TrimPrefix(strings.TrimPrefix(m[3], "@"), "["), "]"); strings.ContainsAny(host, "[]@/ \t") {
-			v.add("listen", "%q is not a host name or address", host)
+	} else if _, port, _ := net.SplitHostPort(addr); port != "" {
+		if p, _ := strconv.Atoi(port); p == 0 {
+			v.add("listen", "port %q is not between 1 and 65535: the MTA must know which port to connect to", port)
 		}
-	} else if strings.ContainsRune(m[5], 0) {
-		v.add("listen", "the socket path holds a NUL")
 	}
 	if m, err := strconv.ParseUint(c.SocketMode, 8, 32); err != nil || m > 0o777 {
 		v.add("socket_mode", "%q is not an octal file mode such as \"0660\"", c.SocketMode)

@@ -8,13 +8,14 @@ import (
 	"os"
 	"os/user"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
+
+	"github.com/antespam/antespam-milter/config"
 )
 
 // Listen opens the milter socket named in the syntax Sendmail, Postfix and
-// OpenDKIM share:
+// OpenDKIM share (parsed by config.ParseListen):
 //
 //	inet:PORT@HOST     TCP on HOST (a name or an address; [brackets] allowed)
 //	inet:PORT          TCP on every interface, as OpenDKIM does
@@ -27,9 +28,9 @@ import (
 // removed. The socket gets the file mode (when not 0) and the group (a name
 // or a number, when not ""). Closing the listener removes the socket file.
 func Listen(spec string, mode os.FileMode, group string) (net.Listener, error) {
-	network, addr, err := ParseSpec(spec)
+	network, addr, err := config.ParseListen(spec)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("listen: %w", err)
 	}
 	if network != "unix" {
 		lc := net.ListenConfig{KeepAliveConfig: keepAlive}
@@ -52,38 +53,10 @@ func Listen(spec string, mode os.FileMode, group string) (net.Listener, error) {
 var keepAlive = net.KeepAliveConfig{Enable: true, Idle: 2 * time.Minute, Interval: 30 * time.Second, Count: 9}
 
 // ParseSpec splits a milter socket spec (see Listen) into a network for
-// net.Listen and an address.
+// net.Listen and an address. It is config.ParseListen, the one parser of
+// the spec.
 func ParseSpec(spec string) (network, addr string, err error) {
-	proto, rest, ok := strings.Cut(spec, ":")
-	if !ok {
-		return "", "", fmt.Errorf("listen %q: not inet:PORT@HOST, inet6:PORT@[HOST], unix:/path or local:/path", spec)
-	}
-	switch proto {
-	case "unix", "local":
-		if rest == "" {
-			return "", "", fmt.Errorf("listen %q: no socket path", spec)
-		}
-		if strings.ContainsRune(rest, 0) {
-			return "", "", fmt.Errorf("listen %q: NUL in socket path", spec)
-		}
-		return "unix", rest, nil
-	case "inet", "inet6":
-		port, host, _ := strings.Cut(rest, "@")
-		p, err := strconv.Atoi(port)
-		if err != nil || p < 0 || p > 65535 || port == "" || port[0] == '+' || port[0] == '-' {
-			return "", "", fmt.Errorf("listen %q: port %q is not a number between 0 and 65535", spec, port)
-		}
-		host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
-		if strings.ContainsAny(host, "[]@/ \t") {
-			return "", "", fmt.Errorf("listen %q: %q is not a host name or address", spec, host)
-		}
-		network := "tcp"
-		if proto == "inet6" {
-			network = "tcp6"
-		}
-		return network, net.JoinHostPort(host, port), nil
-	}
-	return "", "", fmt.Errorf("listen %q: unknown socket type %q (inet, inet6, unix or local)", spec, proto)
+	return config.ParseListen(spec)
 }
 
 func listenUnix(path string, mode os.FileMode, group string) (net.Listener, error) {

@@ -60,6 +60,29 @@ func TestParseSpec(t *testing.T) {
 	}
 }
 
+// TestDialSpec: testserver.DialSpec, which cannot import config, dials
+// what config.ParseListen (ParseSpec) makes of every valid spec.
+func TestDialSpec(t *testing.T) {
+	for _, spec := range []string{
+		"inet:8890@127.0.0.1", "inet:8890@localhost", "inet:8890@[127.0.0.1]", "inet6:8890@[::1]",
+		"inet6:8890@::1", "inet:8890", "inet6:8890", "unix:/run/antespam/milter.sock", "local:/tmp/m.sock",
+	} {
+		network, addr, err := ParseSpec(spec)
+		if err != nil {
+			t.Fatalf("ParseSpec(%q): %v", spec, err)
+		}
+		wantNet, wantAddr, wantPath := "tcp", addr, ""
+		if network == "unix" {
+			wantNet, wantPath = "unix", addr
+		} else if host, port, _ := net.SplitHostPort(addr); host == "" {
+			wantAddr = net.JoinHostPort("127.0.0.1", port)
+		}
+		if n, a, p := testserver.DialSpec(spec); n != wantNet || a != wantAddr || p != wantPath {
+			t.Errorf("DialSpec(%q) = %q, %q, %q; ParseSpec says %q, %q, %q", spec, n, a, p, wantNet, wantAddr, wantPath)
+		}
+	}
+}
+
 // TestListenInet: sessions over inet and inet6 sockets.
 func TestListenInet(t *testing.T) {
 	pol := newPolicy(t, newMapSource(), testConfig(), discard())

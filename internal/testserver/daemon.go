@@ -194,7 +194,12 @@ func configListen(path string) (string, error) {
 
 // DialSpec turns a milter socket spec (inet:PORT@HOST, inet6:PORT@[HOST],
 // unix:/path, local:/path) into a network and address for net.Dial, plus
-// the socket path for unix sockets.
+// the socket path for unix sockets; a TCP socket on every interface is
+// dialled on 127.0.0.1. The spec is one the daemon's config validation
+// (config.ParseListen) has accepted, so this only splits it. It cannot
+// call config.ParseListen itself: config imports lookup, whose in-package
+// tests import this package. milter's TestDialSpec holds the two to each
+// other.
 func DialSpec(spec string) (network, address, path string) {
 	kind, rest, _ := strings.Cut(spec, ":")
 	switch kind {
