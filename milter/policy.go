@@ -93,12 +93,12 @@ func (p *Policy) DecideRcpt(ctx context.Context, rcpt string) (lookup.Decision, 
 func (p *Policy) DecideHost(ctx context.Context, addr netip.Addr, hostname string) (lookup.Decision, Reply) {
 	switch {
 	case !p.Config.Hosts.Enabled:
-		return lookup.Decision{Item: hostItem(addr, hostname), Tier: TierDisabled},
+		return lookup.Decision{Item: lookup.HostKeyName(addr, hostname), Tier: TierDisabled},
 			Reply{Verdict: VerdictAccept, Reason: "not checked: hosts.enabled = false"}
 	case !addr.IsValid():
 		return lookup.Decision{}, Reply{Verdict: VerdictAccept, Reason: "no client address"}
 	case p.Trusted(addr):
-		return lookup.Decision{Item: hostItem(addr, hostname), Tier: TierTrusted},
+		return lookup.Decision{Item: lookup.HostKeyName(addr, hostname), Tier: TierTrusted},
 			Reply{Verdict: VerdictAccept, Reason: "trusted network"}
 	}
 	ctx, cancel := p.decisionContext(ctx)
@@ -109,17 +109,11 @@ func (p *Policy) DecideHost(ctx context.Context, addr netip.Addr, hostname strin
 		d.Duration = time.Since(start)
 	}
 	if d.Item == "" {
-		d.Item = hostItem(addr, hostname)
+		// A Decider other than the Checker may not name the question:
+		// name it as the Checker does.
+		d.Item = lookup.HostKeyName(addr, hostname)
 	}
 	return d, p.HostReply(d, err)
-}
-
-// hostItem names a host question the Decider did not name.
-func hostItem(addr netip.Addr, hostname string) string {
-	if hostname == "" {
-		return addr.Unmap().String()
-	}
-	return addr.Unmap().String() + " " + hostname
 }
 
 // decisionContext bounds one decision by decision_timeout (none when 0).

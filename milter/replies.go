@@ -90,9 +90,9 @@ func (p *Policy) rcptReply(addr string, d lookup.Decision, err error) Reply {
 
 func rcptFoundReason(tier string) string {
 	switch tier {
-	case "not-ours":
+	case lookup.TierNotOurs:
 		return "domain not checked"
-	case "always":
+	case lookup.TierAlways:
 		return "always accepted"
 	}
 	return "recipient exists"
