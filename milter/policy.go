@@ -34,7 +34,8 @@ var _ Decider = (*lookup.Checker)(nil)
 type Policy struct {
 	Decider Decider
 	Config  *config.Config
-	// Log receives one line per decision; nil means the Server's logger.
+	// Log receives one line per decision, and the Server's own lines while
+	// this Policy is in force; nil means the Server's logger.
 	Log *slog.Logger
 }
 

@@ -81,8 +81,8 @@ type Server struct {
 }
 
 // NewServer returns a Server deciding by policy, which must not be nil.
-// log receives the server's own events, and the decisions when policy.Log
-// is nil; nil means slog.Default().
+// log receives the server's own events and the decisions while the policy
+// in force has no Log; nil means slog.Default().
 func NewServer(policy *Policy, opts ServerOptions, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.Default()
@@ -116,6 +116,17 @@ func (s *Server) SetPolicy(p *Policy) {
 
 // Policy returns the policy in force.
 func (s *Server) Policy() *Policy { return s.policy.Load() }
+
+// logger is the logger of the policy in force, or the Server's: a reload
+// that changes log_level or log_format swaps the policy, and the server's
+// own lines (idle close, refusal, accept retry) follow it as the decision
+// lines do.
+func (s *Server) logger() *slog.Logger {
+	if p := s.policy.Load(); p != nil && p.Log != nil {
+		return p.Log
+	}
+	return s.log
+}
 
 // Active returns the number of open sessions.
 func (s *Server) Active() int {
@@ -272,7 +283,7 @@ func (s *Server) refuse(c net.Conn) {
 	now := time.Now().UnixNano()
 	last := s.refusedLog.Load()
 	if now-last >= int64(time.Second) && s.refusedLog.CompareAndSwap(last, now) {
-		s.log.Warn("milter connection refused: max_sessions reached",
+		s.logger().Warn("milter connection refused: max_sessions reached",
 			slog.Int("max_sessions", s.opts.MaxSessions), slog.String("remote", c.RemoteAddr().String()))
 	}
 }
@@ -343,7 +354,7 @@ func (l *listener) acceptLoop() {
 				return
 			}
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			l.srv.log.Warn("milter accept failed, retrying", slog.Any("error", err), slog.Duration("backoff", delay))
+			l.srv.logger().Warn("milter accept failed, retrying", slog.Any("error", err), slog.Duration("backoff", delay))
 			select {
 			case <-time.After(delay):
 			case <-l.done:
@@ -489,7 +500,7 @@ func (c *conn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
 	if err != nil && n == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
 		if !c.draining.Load() {
-			c.srv.log.Info("milter session idle, closing", slog.String("remote", c.RemoteAddr().String()),
+			c.srv.logger().Info("milter session idle, closing", slog.String("remote", c.RemoteAddr().String()),
 				slog.Duration("idle_timeout", t), slog.Bool("in_transaction", c.inTransaction))
 		}
 		return 0, io.EOF

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"os/user"
@@ -512,6 +513,29 @@ func TestIdleTimeout(t *testing.T) {
 	}
 	// Between transactions the idle timeout applies again.
 	eventually(t, 5*time.Second, "idle sessions still counted", func() bool { return srv.Active() == 0 })
+}
+
+// TestServerLogFollowsPolicy: after SetPolicy (a reload that may change
+// log_level), the server's own lines go to the new policy's logger.
+func TestServerLogFollowsPolicy(t *testing.T) {
+	var first, reloaded logBuffer
+	srv, addr := startServer(t, newPolicy(t, newMapSource(), testConfig(), nil), ServerOptions{IdleTimeout: 100 * time.Millisecond}, first.logger())
+	srv.SetPolicy(newPolicy(t, newMapSource(), testConfig(), reloaded.logger()))
+
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write(optneg())
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	io.Copy(io.Discard, c) // until the idle close
+	eventually(t, 5*time.Second, "idle close not logged by the new policy's logger", func() bool {
+		return strings.Contains(reloaded.String(), "milter session idle, closing")
+	})
+	if strings.Contains(first.String(), "milter session idle, closing") {
+		t.Errorf("idle close logged by the first logger:\n%s", first.String())
+	}
 }
 
 // flakyListener fails its first Accepts with err.
