@@ -1,6 +1,8 @@
 package milter
 
 import (
+	"context"
+	"log/slog"
 	"time"
 
 	gomilter "github.com/emersion/go-milter"
@@ -18,6 +20,13 @@ import (
 // The session hands the decision and its log line to a worker, a
 // goroutine that stays deep once and serves decision after decision, and
 // waits for it: two goroutine switches per decision.
+//
+// A decision that needs neither a lookup nor a log line (a check that is
+// off, or a local or trusted client while Info lines are not logged) is
+// answered on the session's goroutine: it is shallow, and the switches
+// would cost more than it does. A trusted or local client's decision that
+// is logged still goes to a worker, as the log line is what would grow
+// the session's stack.
 //
 // Workers are started when none is free (a decision blocked on LDAP must
 // not hold up another session's) and end after workerIdle without work,
@@ -37,8 +46,12 @@ type job struct {
 	panicked any // re-raised in the session's goroutine
 }
 
-// decide runs the stage's decision on a worker and returns its response.
+// decide runs the stage's decision, on a worker unless it is shallow, and
+// returns its response.
 func (s *session) decide(p *Policy, stage, arg string) (gomilter.Response, error) {
+	if s.shallow(p, stage) {
+		return s.answer(p, stage, arg)
+	}
 	if s.done == nil {
 		s.done = make(chan struct{}, 1)
 	}
@@ -62,14 +75,40 @@ func (s *session) work() {
 		s.done <- struct{}{}
 	}()
 	j := &s.job
-	switch j.stage {
+	j.resp, j.err = s.answer(j.p, j.stage, j.arg)
+}
+
+// answer decides the stage and turns the outcome into the response.
+func (s *session) answer(p *Policy, stage, arg string) (gomilter.Response, error) {
+	switch stage {
 	case stageConnect:
-		d, r := j.p.DecideHost(s.srv.ctx, s.client, j.arg)
-		j.resp, j.err = s.respond(j.p, stageConnect, r, d)
+		d, r := p.DecideHost(s.srv.ctx, s.client, arg)
+		return s.respond(p, stageConnect, r, d)
 	case stageRcpt:
-		d, r := j.p.DecideRcpt(s.srv.ctx, j.arg)
-		j.resp, j.err = s.respond(j.p, stageRcpt, r, d)
+		d, r := p.DecideRcpt(s.srv.ctx, arg)
+		return s.respond(p, stageRcpt, r, d)
 	}
+	return gomilter.RespContinue, nil
+}
+
+// shallow reports whether the stage's decision needs neither a lookup
+// nor a log line: the check is off (such decisions are not logged), or
+// the client has no address or is trusted and Info lines are not logged.
+// It follows the order of DecideHost and DecideRcpt.
+func (s *session) shallow(p *Policy, stage string) bool {
+	c := p.Config
+	switch stage {
+	case stageRcpt:
+		return !c.Recipients.Enabled
+	case stageConnect:
+		if !c.Hosts.Enabled {
+			return true
+		}
+		if !s.client.IsValid() || p.Trusted(s.client) {
+			return !s.logger(p).Enabled(context.Background(), slog.LevelInfo)
+		}
+	}
+	return false
 }
 
 // dispatch hands s's job to a free worker, or to a new one.

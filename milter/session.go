@@ -56,7 +56,7 @@ type session struct {
 var _ gomilter.Milter = (*session)(nil)
 
 // Connect checks the client host with Policy.DecideHost, on a decision
-// worker (decide.go).
+// worker unless the decision is shallow (decide.go).
 func (s *session) Connect(host, family string, port uint16, addr net.IP, m *gomilter.Modifier) (gomilter.Response, error) {
 	p := s.srv.policy.Load()
 	s.clientName = host
@@ -99,7 +99,8 @@ func (s *session) MailFrom(from string, m *gomilter.Modifier) (gomilter.Response
 
 // RcptTo checks the recipient from the RCPT argument (Sendmail's
 // {rcpt_addr} holds only the local part of a local address) with
-// Policy.DecideRcpt, on a decision worker.
+// Policy.DecideRcpt, on a decision worker unless recipients are not
+// checked.
 func (s *session) RcptTo(rcpt string, m *gomilter.Modifier) (gomilter.Response, error) {
 	p := s.srv.policy.Load()
 	if q := m.Macros["i"]; q != "" {
@@ -147,10 +148,7 @@ func (s *session) log(p *Policy, stage string, r Reply, d lookup.Decision) {
 	verdict := countDecision(stage, r.Verdict, report)
 	err := r.Err
 
-	log := p.Log
-	if log == nil {
-		log = s.srv.log
-	}
+	log := s.logger(p)
 	level := slog.LevelInfo
 	if err != nil && !errors.Is(err, lookup.ErrBadAddress) {
 		level = slog.LevelWarn
@@ -205,6 +203,14 @@ func (s *session) log(p *Policy, stage string, r Reply, d lookup.Decision) {
 	clear(attrs)
 	*ap = attrs[:0]
 	attrPool.Put(ap)
+}
+
+// logger is where p's decisions are logged: p.Log, or the Server's.
+func (s *session) logger(p *Policy) *slog.Logger {
+	if p.Log != nil {
+		return p.Log
+	}
+	return s.srv.log
 }
 
 // attrPool holds the attribute slices of decision lines (up to 16 attrs;

@@ -3,6 +3,8 @@ package milter
 import (
 	"context"
 	"errors"
+	"io"
+	"log/slog"
 	"net/netip"
 	"strings"
 	"testing"
@@ -416,4 +418,51 @@ func TestSetPolicyUnderLoad(t *testing.T) {
 		t.Errorf("%d replies, want %d", total[0]+total[1], workers*rcpts)
 	}
 	t.Logf("%d swaps; replies by policy a %d, b %d", n, total[0], total[1])
+}
+
+// TestShallowDecisions: a decision that needs neither a lookup nor a log
+// line is answered on the session's goroutine (no worker was ever handed
+// one, so the session has no done channel); the others go to a worker.
+func TestShallowDecisions(t *testing.T) {
+	quiet := slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	on := testConfig()
+	off := testConfig(func(c *config.Config) { c.Recipients.Enabled, c.Hosts.Enabled = false, false })
+	for _, tc := range []struct {
+		name    string
+		cfg     *config.Config
+		log     *slog.Logger
+		stage   string
+		client  string
+		shallow bool
+	}{
+		{"recipients off", off, nil, stageRcpt, "192.0.2.1", true},
+		{"hosts off", off, nil, stageConnect, "192.0.2.1", true},
+		{"trusted, not logged", on, quiet, stageConnect, "10.0.0.1", true},
+		{"no address, not logged", on, quiet, stageConnect, "", true},
+		{"trusted, logged", on, discardInfo(), stageConnect, "10.0.0.1", false},
+		{"lookup", on, quiet, stageConnect, "192.0.2.1", false},
+		{"rcpt lookup", on, quiet, stageRcpt, "10.0.0.1", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newPolicy(t, newMapSource(), tc.cfg, tc.log)
+			srv := NewServer(p, ServerOptions{}, quiet)
+			t.Cleanup(func() { srv.Shutdown(context.Background()) })
+			s := &session{srv: srv}
+			if tc.client != "" {
+				s.client = netip.MustParseAddr(tc.client)
+			}
+			resp, err := s.decide(p, tc.stage, "x@example.org")
+			if err != nil || resp == nil {
+				t.Fatalf("decide = %v, %v", resp, err)
+			}
+			if got := s.done == nil; got != tc.shallow {
+				t.Errorf("answered on the session goroutine = %v, want %v", got, tc.shallow)
+			}
+		})
+	}
+}
+
+// discardInfo is a logger with Info lines enabled that writes nowhere.
+func discardInfo() *slog.Logger {
+	return slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))
 }
