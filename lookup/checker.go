@@ -76,6 +76,9 @@ type Checker struct {
 	always map[string]bool
 	// rcptScope and hostScope are Key.Scope for each kind, computed once.
 	rcptScope, hostScope string
+	// rcptExpand is recipientCandidatesOf as a func value, made once so
+	// that each Key gets it without an allocation.
+	rcptExpand func(name string) []string
 }
 
 // NewChecker returns a Checker asking src. It fails when src is nil or a
@@ -103,6 +106,7 @@ func NewChecker(src Source, opts CheckerOptions) (*Checker, error) {
 	c.rcptScope = keyScope("rcpt", opts.RecipientDelimiter, strconv.FormatBool(opts.CatchAll),
 		strconv.FormatBool(opts.CaseFoldLocalPart), opts.RecipientSourceID)
 	c.hostScope = keyScope("host", opts.HostSourceID)
+	c.rcptExpand = c.recipientCandidatesOf
 	return c, nil
 }
 
@@ -162,13 +166,24 @@ func (c *Checker) recipientKey(addr string) (key Key, tier string, err error) {
 	if c.alwaysAccepted(local) {
 		return key, TierAlways, nil
 	}
-	key.Candidates = recipientCandidates(key.Name, len(local), c.opts.RecipientDelimiter, c.opts.CatchAll)
-	if u := DomainUnicode(domain); u != domain {
+	key.expand = c.rcptExpand
+	return key, "", nil
+}
+
+// recipientCandidatesOf derives a recipient Key's candidates from its Name,
+// local@domain (a domain holds no '@'), when a directory needs them.
+func (c *Checker) recipientCandidatesOf(name string) []string {
+	at := strings.LastIndexByte(name, '@')
+	if at < 0 {
+		return []string{name}
+	}
+	cands := recipientCandidates(name, at, c.opts.RecipientDelimiter, c.opts.CatchAll)
+	if domain := name[at+1:]; DomainUnicode(domain) != domain {
 		// A directory may hold an IDN address in either form; the key
 		// stays the A-label, the candidates cover both.
-		key.Candidates = append(key.Candidates, RecipientCandidates(local, u, c.opts.RecipientDelimiter, c.opts.CatchAll)...)
+		cands = append(cands, RecipientCandidates(name[:at], DomainUnicode(domain), c.opts.RecipientDelimiter, c.opts.CatchAll)...)
 	}
-	return key, "", nil
+	return cands
 }
 
 // alwaysAccepted: postmaster and the AlwaysAccept local parts, in any case

@@ -38,7 +38,7 @@ func (m *candidateSource) Lookup(ctx context.Context, key Key) (Answer, error) {
 	if m.err != nil {
 		return Answer{}, m.err
 	}
-	for _, c := range key.Candidates {
+	for _, c := range key.Expand() {
 		if m.listed[c] {
 			return Answer{Found: true, At: time.Now(), Tier: "map"}, nil
 		}
@@ -149,12 +149,12 @@ func TestCheckerRecipient(t *testing.T) {
 				t.Errorf("RecipientKey = %+v, %v, %v; disagrees with Recipient (%q)", key, needs, err, d.Item)
 			}
 			if !tt.noLookup {
-				if got := src.keys[0]; got.Kind != Recipient || got.Name != key.Name || !slices.Equal(got.Candidates, key.Candidates) {
+				if got := src.keys[0]; got.Kind != Recipient || got.Name != key.Name || !slices.Equal(got.Expand(), key.Expand()) {
 					t.Errorf("looked up %+v, RecipientKey gives %+v", got, key)
 				}
 			}
-			if tt.wantCands != nil && !slices.Equal(key.Candidates, tt.wantCands) {
-				t.Errorf("candidates %q, want %q", key.Candidates, tt.wantCands)
+			if tt.wantCands != nil && !slices.Equal(key.Expand(), tt.wantCands) {
+				t.Errorf("candidates %q, want %q", key.Expand(), tt.wantCands)
 			}
 		})
 	}

@@ -212,7 +212,7 @@ type listSnapshot struct {
 func (s *listSnapshot) len() int { return len(s.keys) + len(s.nets) }
 
 func (s *listSnapshot) has(key Key) bool {
-	for _, c := range key.Candidates {
+	for _, c := range key.Expand() {
 		if _, ok := s.keys[c]; ok {
 			return true
 		}

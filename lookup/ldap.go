@@ -307,8 +307,9 @@ func (l *LDAP) Close() error {
 // reports false when no candidate gives a filter.
 func buildFilter(tmpl string, key Key) (string, bool) {
 	var parts []string
-	seen := make(map[string]bool, len(key.Candidates))
-	for _, c := range key.Candidates {
+	cands := key.Expand()
+	seen := make(map[string]bool, len(cands))
+	for _, c := range cands {
 		f, ok := expandFilter(tmpl, c, key.Kind)
 		if !ok || seen[f] {
 			continue

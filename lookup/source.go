@@ -45,6 +45,19 @@ type Key struct {
 	Scope      string
 	Name       string
 	Candidates []string
+	// expand derives the candidates from Name when Candidates is nil: the
+	// Checker leaves a recipient's to it, so that an answer from a cache
+	// (most answers) costs no candidate list.
+	expand func(name string) []string
+}
+
+// Expand returns what a directory looks for: Candidates, or their
+// derivation from Name when the Checker left them to be derived.
+func (k Key) Expand() []string {
+	if k.Candidates == nil && k.expand != nil {
+		return k.expand(k.Name)
+	}
+	return k.Candidates
 }
 
 // String names the key in coalescing, logs and errors: "rcpt:" or "host:"

@@ -65,7 +65,7 @@ func (m *mapSource) Lookup(ctx context.Context, key lookup.Key) (lookup.Answer, 
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for _, c := range key.Candidates {
+	for _, c := range key.Expand() {
 		if m.listed[c] {
 			return lookup.Answer{Found: true, Tier: "file", At: time.Now()}, nil
 		}
