@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -17,19 +18,13 @@ import (
 // replies with the milter's own mapping, for each item on the command
 // line: one line per item (or one JSON object with -json).
 func check(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs, path := newFlags("check", stderr)
-	asJSON := fs.Bool("json", false, "print one JSON object per item")
-	noCache := fs.Bool("no-cache", false, "ask the directory directly, without the LRU and memcached tiers")
-	if st, ok := parseFlags(fs, args); !ok {
+	var asJSON, noCache *bool
+	cfg, items, st, ok := itemCommand("check", args, stderr, func(fs *flag.FlagSet) {
+		asJSON = fs.Bool("json", false, "print one JSON object per item")
+		noCache = fs.Bool("no-cache", false, "ask the directory directly, without the LRU and memcached tiers")
+	})
+	if !ok {
 		return st
-	}
-	items, err := parseItems(fs.Args())
-	if err != nil {
-		return usage(stderr, err.Error())
-	}
-	cfg := loadConfig(*path, stderr)
-	if cfg == nil {
-		return exitUsage
 	}
 	log := newLogger(stderr, "text", "warn")
 	s, err := compose(cfg, log, composeOptions{noCache: *noCache})

@@ -108,6 +108,27 @@ func loadConfig(path string, w io.Writer) *config.Config {
 	return cfg
 }
 
+// itemCommand does what check and cache purge share before their work:
+// the flags (more may be added by more, which may be nil), the items and
+// the config. ok false means exit with the returned status.
+func itemCommand(name string, args []string, stderr io.Writer, more func(*flag.FlagSet)) (cfg *config.Config, items []item, status int, ok bool) {
+	fs, path := newFlags(name, stderr)
+	if more != nil {
+		more(fs)
+	}
+	if st, ok := parseFlags(fs, args); !ok {
+		return nil, nil, st, false
+	}
+	items, err := parseItems(fs.Args())
+	if err != nil {
+		return nil, nil, usage(stderr, err.Error()), false
+	}
+	if cfg = loadConfig(*path, stderr); cfg == nil {
+		return nil, nil, exitUsage, false
+	}
+	return cfg, items, exitOK, true
+}
+
 // printConfigError prints each error of a config.Errors on its own line.
 func printConfigError(w io.Writer, err error) {
 	var errs config.Errors

@@ -16,17 +16,9 @@ import (
 // cached "user unknown" for the whole fleet. It neither connects to nor
 // asks the directory, so it works during an outage too.
 func purge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs, path := newFlags("cache purge", stderr)
-	if st, ok := parseFlags(fs, args); !ok {
+	cfg, items, st, ok := itemCommand("cache purge", args, stderr, nil)
+	if !ok {
 		return st
-	}
-	items, err := parseItems(fs.Args())
-	if err != nil {
-		return usage(stderr, err.Error())
-	}
-	cfg := loadConfig(*path, stderr)
-	if cfg == nil {
-		return exitUsage
 	}
 	if len(cfg.Memcache.Servers) == 0 {
 		fmt.Fprintf(stderr, "antespam-milter: %s: memcache.servers is empty: there is no shared cache to purge (each daemon's LRU forgets on SIGHUP)\n", cfg.Path)
