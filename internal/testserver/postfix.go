@@ -159,7 +159,7 @@ smtp_connect_timeout = 5s
 			fmt.Fprintf(&services, "[::1]:%d inet n - n - - smtpd%s\n", port6, override)
 		}
 	}
-	services.WriteString(postfixServices)
+	services.WriteString(PostfixServices)
 	writeMTAFile(t, filepath.Join(dir, "etc", "main.cf"), main)
 	writeMTAFile(t, filepath.Join(dir, "etc", "master.cf"), services.String())
 
@@ -208,9 +208,10 @@ func (p *Postfix) WaitLog(re *regexp.Regexp, timeout time.Duration) string {
 // Stop stops the master and its children (by PID and process group).
 func (p *Postfix) Stop() { p.proc.Stop() }
 
-// postfixServices is Debian's master.cf without smtpd, local delivery and
-// the pipe services.
-const postfixServices = `pickup    unix  n       -       n       60      1       pickup
+// PostfixServices is Debian's master.cf without smtpd, local delivery and
+// the pipe services: the tests' and the benchmarks' Postfix add their
+// own smtpd lines to it.
+const PostfixServices = `pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
 qmgr      unix  n       -       n       300     1       qmgr
 rewrite   unix  -       -       n       -       -       trivial-rewrite
