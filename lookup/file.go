@@ -258,12 +258,16 @@ func (l *listFile) maybeReload(now time.Time) {
 	go func() {
 		defer l.busy.Store(false)
 		err := l.reloadLocked(false)
-		// Warn once per distinct failure, not once a second while a file
-		// stays missing.
+		// Warn once when the file stops being readable, not once a second
+		// while it stays missing; a failure that changes on the way (a
+		// file removed between stat and open) is only worth a debug line.
 		switch {
-		case err != nil && err.Error() != l.failing:
+		case err != nil && l.failing == "":
 			l.failing = err.Error()
 			l.log.Warn("keeping the previous list", "path", l.path, "err", err)
+		case err != nil && err.Error() != l.failing:
+			l.failing = err.Error()
+			l.log.Debug("list still unreadable", "path", l.path, "err", err)
 		case err == nil && l.failing != "":
 			l.failing = ""
 			l.log.Info("list readable again", "path", l.path)
