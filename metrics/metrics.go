@@ -71,6 +71,14 @@ var (
 		Help: "Milter connections refused because max_sessions was reached.",
 	})
 
+	// SessionsWaiting is the number of milter connections accepted beyond
+	// max_sessions and waiting for a session slot (at most
+	// min(max_sessions, 256); each is refused after a second without one).
+	SessionsWaiting = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "antespam_sessions_waiting",
+		Help: "Milter connections waiting for a session slot at max_sessions.",
+	})
+
 	// ConfigReloads counts SIGHUP reloads by result ("ok", "error").
 	ConfigReloads = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "antespam_config_reloads_total",
@@ -90,6 +98,6 @@ func init() {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		Decisions, Lookups, StaleServed, DirectoryErrors, DirectoryLatency,
 		MemcacheErrors, SessionsActive, SessionsTotal, SessionsRefused,
-		ConfigReloads, DirectoryUp,
+		SessionsWaiting, ConfigReloads, DirectoryUp,
 	)
 }

@@ -386,8 +386,12 @@ func (l *listener) admit(c net.Conn) {
 		s.refuse(c)
 		return
 	}
+	metrics.SessionsWaiting.Inc()
 	go func() {
-		defer s.waiting.Add(-1)
+		defer func() {
+			s.waiting.Add(-1)
+			metrics.SessionsWaiting.Dec()
+		}()
 		t := time.NewTimer(s.opts.QueueTimeout)
 		defer t.Stop()
 		select {

@@ -212,6 +212,9 @@ func TestMaxSessions(t *testing.T) {
 		t.Fatalf("third session negotiated while 2 were open: %v", err)
 	case <-time.After(100 * time.Millisecond):
 	}
+	eventually(t, 10*time.Second, "antespam_sessions_waiting is not 1 while the third waits", func() bool {
+		return counterValue(t, metrics.SessionsWaiting) == 1
+	})
 	s1.Close()
 	if err := <-third; err != nil {
 		t.Fatalf("third session after one ended: %v", err)
@@ -231,6 +234,9 @@ func TestMaxSessions(t *testing.T) {
 	if got := counterValue(t, metrics.SessionsRefused) - refused0; got < 1 {
 		t.Errorf("SessionsRefused grew by %v", got)
 	}
+	eventually(t, 10*time.Second, "antespam_sessions_waiting is not back to 0 after the refusal", func() bool {
+		return counterValue(t, metrics.SessionsWaiting) == 0
+	})
 	if !strings.Contains(logs.String(), "max_sessions reached") {
 		t.Errorf("no log line for the refusal:\n%s", logs.String())
 	}
