@@ -315,10 +315,16 @@ func allOrNot(ok bool) string {
 	return "**not all met**"
 }
 
+// The loads of the ratio benchmarks (bench-profile uses them too).
+var (
+	ceilingArgs = []string{"-rcpts", "3", "-known-frac", "0.5", "-pool", "1000", "-clients", "100"}
+	ldapArgs    = []string{"-rcpts", "3", "-known-frac", "0.5", "-unique-frac", "1", "-clients", "0"}
+)
+
 func benchCeiling(dir string) (string, error) {
 	return ratioBench(dir, "daemon (LRU)", func(s *slapd, _ string) (daemonConfig, error) {
 		return daemonConfig{LDAP: s.url, CacheSize: 100000}, nil
-	}, true, true, target{minSessions: 0.9, maxP99: 1.2}, []string{"-rcpts", "3", "-known-frac", "0.5", "-pool", "1000", "-clients", "100"})
+	}, true, true, target{minSessions: 0.9, maxP99: 1.2}, ceilingArgs)
 }
 
 func benchMemcache(dir string) (string, error) {
@@ -328,11 +334,11 @@ func benchMemcache(dir string) (string, error) {
 			return daemonConfig{}, err
 		}
 		return daemonConfig{LDAP: s.url, CacheSize: 0, Memcached: []string{mc}}, nil
-	}, true, false, target{minSessions: 0.75}, []string{"-rcpts", "3", "-known-frac", "0.5", "-pool", "1000", "-clients", "100"})
+	}, true, false, target{minSessions: 0.75}, ceilingArgs)
 }
 
 func benchLDAP(dir string) (string, error) {
 	return ratioBench(dir, "daemon (LDAP)", func(s *slapd, _ string) (daemonConfig, error) {
 		return daemonConfig{LDAP: s.url, CacheSize: 0}, nil
-	}, false, false, target{minSessions: 0.45}, []string{"-rcpts", "3", "-known-frac", "0.5", "-unique-frac", "1", "-clients", "0"})
+	}, false, false, target{minSessions: 0.45}, ldapArgs)
 }

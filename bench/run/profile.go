@@ -15,8 +15,10 @@ import (
 
 // benchProfile builds the daemon with bench/pprof/zz_bench_pprof.go.in
 // overlaid (net/http/pprof on a loopback port; the daemon's own files are
-// untouched), then takes a CPU profile under the ceiling's load (every
-// lookup an LRU hit) and a heap profile with 10,000 idle sessions.
+// untouched), then takes a CPU profile under each of the ratio benchmarks'
+// loads (every lookup an LRU hit, a memcached hit, a slapd search), with
+// the CPU that the daemon, slapd and memcached used meanwhile, and a heap
+// profile with 10,000 idle sessions.
 func benchProfile(dir string) (string, error) {
 	wd, err := os.Getwd()
 	if err != nil {
@@ -39,35 +41,75 @@ func benchProfile(dir string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	pp := fmt.Sprintf("127.0.0.1:%d", freePort())
-	d, err := startDaemon(dir, "daemon", serverCPUs(), daemonConfig{LDAP: s.url, CacheSize: 100000, MaxSess: 12000,
-		LogLevel: *logLevel, Bin: bin, Env: []string{"ANTESPAM_BENCH_PPROF=" + pp}})
+	mc, mcProc, err := startMemcached(dir)
 	if err != nil {
 		return "", err
 	}
-	if err := warm(d, dir); err != nil {
-		return "", err
-	}
-	cpuFile := filepath.Join(dir, "cpu.pprof")
-	done := make(chan error, 1)
-	go func() {
-		_, err := load(loadCPUs(), "-addr", d.addr, "-c", "16", "-d", "12s", "-rcpts", "3", "-timeout", "1m")
-		done <- err
-	}()
-	time.Sleep(time.Second)
-	if err := fetch("http://"+pp+"/debug/pprof/profile?seconds=8", cpuFile); err != nil {
-		return "", err
-	}
-	if err := <-done; err != nil {
-		return "", err
-	}
-	cpuTop, err := pprofTop(bin, cpuFile)
-	if err != nil {
-		return "", err
-	}
-	cpuCum, err := pprofTop(bin, cpuFile, "-cum")
-	if err != nil {
-		return "", err
+	var b strings.Builder
+	var d *daemon
+	var dpp string // d's pprof address
+	for i, ps := range []struct {
+		name, title string
+		cfg         daemonConfig
+		warm        bool
+		args        []string
+	}{
+		{"lru", "every lookup an LRU hit", daemonConfig{LDAP: s.url, CacheSize: 100000, MaxSess: 12000}, true, ceilingArgs},
+		{"memcache", "LRU off, every lookup a memcached hit", daemonConfig{LDAP: s.url, CacheSize: 0, Memcached: []string{mc}}, true, ceilingArgs},
+		{"ldap", "LRU and memcached off, every lookup a slapd search", daemonConfig{LDAP: s.url, CacheSize: 0}, false, ldapArgs},
+	} {
+		pp := fmt.Sprintf("127.0.0.1:%d", freePort())
+		cfg := ps.cfg
+		cfg.LogLevel, cfg.Bin, cfg.Env = *logLevel, bin, []string{"ANTESPAM_BENCH_PPROF=" + pp}
+		pd, err := startDaemon(dir, "daemon-pprof-"+ps.name, serverCPUs(), cfg)
+		if err != nil {
+			return "", err
+		}
+		if ps.warm {
+			if err := warm(pd, dir); err != nil {
+				return "", err
+			}
+		}
+		cpuFile := filepath.Join(dir, "cpu-"+ps.name+".pprof")
+		done := make(chan error, 1)
+		var sum *summary
+		go func() {
+			var err error
+			sum, err = load(loadCPUs(), append([]string{"-addr", pd.addr, "-c", "16", "-d", "12s", "-timeout", "1m"}, ps.args...)...)
+			done <- err
+		}()
+		time.Sleep(time.Second)
+		pids := map[string]int{"daemon": pd.p.pid(), "slapd": s.p.pid(), "memcached": mcProc.pid()}
+		t0 := map[string]int64{}
+		for k, pid := range pids {
+			t0[k] = cpuTicks(pid)
+		}
+		start := time.Now()
+		if err := fetch("http://"+pp+"/debug/pprof/profile?seconds=8", cpuFile); err != nil {
+			return "", err
+		}
+		wall := time.Since(start).Seconds()
+		var shares []string
+		for _, k := range []string{"daemon", "slapd", "memcached"} {
+			shares = append(shares, fmt.Sprintf("%s %.0f%%", k, float64(cpuTicks(pids[k])-t0[k])/clockTicks/wall*100))
+		}
+		if err := <-done; err != nil {
+			return "", err
+		}
+		top, err := pprofTop(bin, cpuFile)
+		if err != nil {
+			return "", err
+		}
+		cum, err := pprofTop(bin, cpuFile, "-cum")
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintf(&b, "### 7.%d CPU profile: %s\n\n", i+1, ps.title)
+		fmt.Fprintf(&b, "8 s under `antespam-bench -c 16 -d 12s %s`, log_level %s, %.0f sessions/s over the whole run. CPU used during the profile, in %% of one core: %s.\n\nFlat:\n\n```\n%s```\n\nCumulative:\n\n```\n%s```\n\n",
+			strings.Join(ps.args, " "), *logLevel, sum.SessionsPerS, strings.Join(shares, ", "), top, cum)
+		if i == 0 {
+			d, dpp = pd, pp
+		}
 	}
 
 	heapFile := filepath.Join(dir, "heap.pprof")
@@ -86,7 +128,7 @@ func benchProfile(dir string) (string, error) {
 		}
 	}
 	m, _ := scrape(d.metrics)
-	if err := fetch("http://"+pp+"/debug/pprof/heap", heapFile); err != nil {
+	if err := fetch("http://"+dpp+"/debug/pprof/heap", heapFile); err != nil {
 		return "", err
 	}
 	if err := <-idle; err != nil {
@@ -96,9 +138,7 @@ func benchProfile(dir string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "CPU profile of the daemon (8 s, `antespam-bench -c 16 -rcpts 3`, every lookup an LRU hit, log_level %s), flat:\n\n```\n%s```\n\nCumulative:\n\n```\n%s```\n\n", *logLevel, cpuTop, cpuCum)
-	fmt.Fprintf(&b, "With 10,000 idle sessions: go_goroutines %.0f, goroutine stacks %.1f MB (go_memstats_stack_inuse_bytes), Go heap in use %.1f MB; heap profile (inuse_space):\n\n```\n%s```\n",
+	fmt.Fprintf(&b, "### 7.4 Heap with 10,000 idle sessions (the LRU daemon of 7.1)\n\nWith 10,000 idle sessions: go_goroutines %.0f, goroutine stacks %.1f MB (go_memstats_stack_inuse_bytes), Go heap in use %.1f MB; heap profile (inuse_space):\n\n```\n%s```\n",
 		sumMetric(m, "go_goroutines"), sumMetric(m, "go_memstats_stack_inuse_bytes")/(1<<20), sumMetric(m, "go_memstats_heap_inuse_bytes")/(1<<20), heapTop)
 	return b.String(), nil
 }
