@@ -182,13 +182,60 @@ func appendTextAttr(b []byte, a slog.Attr) ([]byte, bool) {
 }
 
 // appendTextString appends s as TextHandler does: as is, or quoted by
-// strconv.Quote's rules when it needs quoting.
+// strconv.Quote's rules when it needs quoting. A string of printable
+// ASCII, what the daemon logs nearly always, is scanned once and quoted
+// here (only '"' and '\\' are escaped): strconv's rune by rune quoting was
+// most of the cost of a decision line's reason and reply.
 func appendTextString(b []byte, s string) []byte {
-	if textNeedsQuoting(s) {
-		return strconv.AppendQuote(b, s)
+	quote := uint8(0)
+	if len(s) == 0 {
+		quote = 1
 	}
-	return append(b, s...)
+	i := 0
+	for ; i < len(s); i++ {
+		k := textByteClass[s[i]]
+		if k > 1 {
+			break
+		}
+		quote |= k
+	}
+	if i < len(s) {
+		if textNeedsQuoting(s) {
+			return strconv.AppendQuote(b, s)
+		}
+		return append(b, s...)
+	}
+	if quote == 0 {
+		return append(b, s...)
+	}
+	b = append(b, '"')
+	start := 0
+	for j := 0; j < len(s); j++ {
+		if c := s[j]; c == '"' || c == '\\' {
+			b = append(b, s[start:j]...)
+			b = append(b, '\\')
+			start = j
+		}
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
 }
+
+// textByteClass classifies bytes for appendTextString: 0 printable ASCII
+// that needs no quoting, 1 printable ASCII that does (space, '=', '"'), 2
+// anything else (control characters, DEL, bytes of multi-byte runes and
+// invalid UTF-8), left to textNeedsQuoting and strconv.
+var textByteClass = func() (t [256]uint8) {
+	for c := range t {
+		switch {
+		case c < ' ' || c >= 0x7f:
+			t[c] = 2
+		case c == ' ' || c == '=' || c == '"':
+			t[c] = 1
+		}
+	}
+	return t
+}()
 
 // textNeedsQuoting is log/slog's needsQuoting: an empty string, a space,
 // '=', '"', an ASCII control character, invalid UTF-8, U+FFFD, a Unicode
