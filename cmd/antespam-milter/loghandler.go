@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -81,7 +82,7 @@ func (h *textHandler) Handle(ctx context.Context, r slog.Record) error {
 	b := (*bp)[:0]
 	if !r.Time.IsZero() {
 		b = append(b, "time="...)
-		b = appendRFC3339Millis(b, r.Time.Round(0))
+		b = appendRecordTime(b, r.Time.Round(0))
 		b = append(b, ' ')
 	}
 	b = append(b, "level="...)
@@ -261,6 +262,44 @@ func textNeedsQuoting(s string) bool {
 		i += size
 	}
 	return false
+}
+
+// recordSecond is the formatted second of the last record time: lines
+// come many a second, and all but the milliseconds is the same for
+// every time in one second of one Location (a zone's offset changes only
+// at a whole second).
+type recordSecond struct {
+	unix int64
+	loc  *time.Location
+	head []byte // "2006-01-02T15:04:05."
+	zone []byte // "Z" or "-07:00"
+}
+
+var lastSecond atomic.Pointer[recordSecond]
+
+// appendRecordTime is appendRFC3339Millis, with the second formatted
+// once per second and Location.
+func appendRecordTime(b []byte, t time.Time) []byte {
+	const headLen = len("2006-01-02T15:04:05.")
+	sec, loc := t.Unix(), t.Location()
+	if c := lastSecond.Load(); c != nil && c.unix == sec && c.loc == loc {
+		ms := t.Nanosecond() / 1e6
+		b = append(b, c.head...)
+		b = append(b, byte('0'+ms/100), byte('0'+ms/10%10), byte('0'+ms%10))
+		return append(b, c.zone...)
+	}
+	n := len(b)
+	b = appendRFC3339Millis(b, t)
+	// Years of other than four digits are formatted as they come.
+	if f := b[n:]; len(f) > headLen+3 && f[4] == '-' && f[headLen-1] == '.' {
+		lastSecond.Store(&recordSecond{
+			unix: sec,
+			loc:  loc,
+			head: append([]byte(nil), f[:headLen]...),
+			zone: append([]byte(nil), f[headLen+3:]...),
+		})
+	}
+	return b
 }
 
 // appendRFC3339Millis is log/slog's time format: RFC 3339 with exactly

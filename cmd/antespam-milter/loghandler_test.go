@@ -217,6 +217,37 @@ func TestTextHandlerSame(t *testing.T) {
 	}
 }
 
+// TestTextHandlerTimes: record times, formatted once per second and
+// Location, come out as TextHandler writes them, from a second's first
+// record to its last and across zones, years of any width included.
+func TestTextHandlerTimes(t *testing.T) {
+	p := newHandlerPair(t, nil)
+	east, west := time.FixedZone("E", 5*3600+1800), time.FixedZone("W", -8*3600)
+	base := time.Date(2026, 3, 29, 0, 59, 59, 0, time.UTC)
+	var times []time.Time
+	locs := []*time.Location{time.UTC, time.Local, east, west, time.FixedZone("E", 3600)}
+	for _, ns := range []int{0, 999999, 1000000, 123456789, 999999999, 1e9, 1e9 + 1} {
+		for _, loc := range locs {
+			times = append(times, base.Add(time.Duration(ns)).In(loc))
+		}
+	}
+	for _, loc := range locs {
+		times = append(times, time.Now().In(loc))
+	}
+	for _, y := range []int{0, 1, 999, 9999, 10000, -1, 292277026} {
+		for _, ns := range []int{1, 500000000} {
+			times = append(times, time.Date(y, 12, 31, 23, 59, 59, ns, time.UTC), time.Date(y, 12, 31, 23, 59, 59, ns, east))
+		}
+	}
+	for _, tm := range times {
+		for range 2 {
+			if _, fast := p.handle(t, slog.NewRecord(tm, slog.LevelInfo, "m", 0)); !fast {
+				t.Fatalf("%v: not on the fast path", tm)
+			}
+		}
+	}
+}
+
 // TestTextHandlerOptions: options the fast path does not follow give
 // slog's TextHandler itself; the level is followed.
 func TestTextHandlerOptions(t *testing.T) {
