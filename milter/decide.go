@@ -88,7 +88,7 @@ func (s *session) answer(p *Policy, stage, arg string) (gomilter.Response, error
 		d, r := p.DecideRcpt(s.srv.ctx, arg)
 		return s.respond(p, stageRcpt, r, d)
 	}
-	return gomilter.RespContinue, nil
+	return respContinue, nil
 }
 
 // shallow reports whether the stage's decision needs neither a lookup

@@ -51,6 +51,9 @@ type session struct {
 	// the first decision.
 	job  job
 	done chan struct{}
+
+	// reply is the response of the last decision that was not continue.
+	reply replyResponse
 }
 
 var _ gomilter.Milter = (*session)(nil)
@@ -84,6 +87,41 @@ func clientAddr(ip net.IP, macro string) netip.Addr {
 	return netip.Addr{}
 }
 
+// replyResponse is a 'y' (reply code) response to the MTA, kept in the
+// session and refilled at every reject or tempfail: go-milter writes a
+// response out before it reads the next command, so one per session is
+// enough, where gomilter.NewResponseStr and its Response made three
+// allocations per reply. Like NewResponseStr's, it continues.
+type replyResponse struct {
+	msg  gomilter.Message
+	data []byte
+}
+
+var _ gomilter.Response = (*replyResponse)(nil)
+
+// set makes r the reply line code, NUL-terminated as NewResponseStr makes
+// it.
+func (r *replyResponse) set(code string) *replyResponse {
+	r.data = append(append(r.data[:0], code...), 0)
+	r.msg = gomilter.Message{Code: byte(gomilter.ActReplyCode), Data: r.data}
+	return r
+}
+
+func (r *replyResponse) Response() *gomilter.Message { return &r.msg }
+func (r *replyResponse) Continue() bool              { return true }
+
+// continueResponse is gomilter.RespContinue without an allocation per
+// response: go-milter only reads the Message.
+type continueResponse struct{}
+
+var continueMessage = gomilter.Message{Code: byte(gomilter.ActContinue)}
+
+func (continueResponse) Response() *gomilter.Message { return &continueMessage }
+func (continueResponse) Continue() bool              { return true }
+
+// respContinue is the session's continue response.
+var respContinue gomilter.Response = continueResponse{}
+
 // MailFrom records the queue id and the authenticated user; it never
 // decides. It opens a transaction: the MTA is silent from the last RCPT to
 // the end of the message (headers and body are masked off), so the
@@ -94,7 +132,7 @@ func (s *session) MailFrom(from string, m *gomilter.Modifier) (gomilter.Response
 	if s.conn != nil {
 		s.conn.transaction(true)
 	}
-	return gomilter.RespContinue, nil
+	return respContinue, nil
 }
 
 // RcptTo checks the recipient from the RCPT argument (Sendmail's
@@ -117,7 +155,7 @@ func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
 	if s.conn != nil {
 		s.conn.transaction(false)
 	}
-	return gomilter.RespContinue, nil
+	return respContinue, nil
 }
 
 // Abort ends the message; the connection data stays.
@@ -134,13 +172,13 @@ func (s *session) Abort(m *gomilter.Modifier) error {
 // check that is off is neither logged nor counted.
 func (s *session) respond(p *Policy, stage string, r Reply, d lookup.Decision) (gomilter.Response, error) {
 	if d.Tier == TierDisabled {
-		return gomilter.RespContinue, nil
+		return respContinue, nil
 	}
 	s.log(p, stage, r, d)
 	if r.Verdict == VerdictAccept || p.Report() {
-		return gomilter.RespContinue, nil
+		return respContinue, nil
 	}
-	return gomilter.NewResponseStr(byte(gomilter.ActReplyCode), r.Code), nil
+	return s.reply.set(r.Code), nil
 }
 
 func (s *session) log(p *Policy, stage string, r Reply, d lookup.Decision) {
@@ -196,9 +234,14 @@ func (s *session) log(p *Policy, stage string, r Reply, d lookup.Decision) {
 	}
 	// The record is made here and handed to the handler, as
 	// Logger.LogAttrs would, but without its runtime.Callers for a source
-	// position the handler does not print.
+	// position the handler does not print. Its attrs are one group with
+	// an empty key, which every handler writes inline, exactly as the
+	// attrs one by one: a Record holds 5 attrs and allocates for more, a
+	// group is one. The slice goes back to the pool after Handle: the
+	// handlers the daemon and its tests use have written the record out
+	// by then (one that kept records would have to copy the group).
 	rec := slog.NewRecord(time.Now(), level, "decision", 0)
-	rec.AddAttrs(attrs...)
+	rec.AddAttrs(slog.Attr{Value: slog.GroupValue(attrs...)})
 	_ = log.Handler().Handle(context.Background(), rec)
 	clear(attrs)
 	*ap = attrs[:0]

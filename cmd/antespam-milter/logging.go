@@ -28,7 +28,7 @@ func newLogger(w io.Writer, format, level string) *slog.Logger {
 	if format == "json" {
 		h = slog.NewJSONHandler(w, opts)
 	} else {
-		h = slog.NewTextHandler(w, opts)
+		h = newTextHandler(w, opts)
 	}
 	routeStdLog(h)
 	return slog.New(h)
