@@ -395,7 +395,7 @@ func (l *LDAP) search(ctx context.Context, base string, scope int, filter string
 			<-s.sem
 			return false, err
 		}
-		found, err := searchOn(ctx, s, c, req)
+		found, err := searchOn(ctx, s, c, req, l.opts.Timeout)
 		if err == nil {
 			return found, nil
 		}
@@ -414,11 +414,17 @@ func (l *LDAP) search(ctx context.Context, base string, scope int, filter string
 
 // searchOn runs req on c and gives back s's token when the request ends,
 // which may be after ctx is done: the token counts what the server holds.
-// Search runs in a goroutine rather than SearchAsync(ctx) because
+// c's own request timeout (SetTimeout) bounds every Search by timeout, so
+// when ctx has more time left than that (as the coalescing tier's always
+// has) Search runs in this goroutine: a cancellation of ctx before its
+// deadline (only the daemon's exit does that) then waits for the request
+// to end, at most timeout. Otherwise Search runs in a goroutine, so that
+// the caller returns at ctx's end, rather than SearchAsync(ctx) because
 // SearchAsync ends without an error both on cancellation and on a closing
 // connection, which would read as "not found".
-func searchOn(ctx context.Context, s *ldapSlot, c *ldap.Conn, req *ldap.SearchRequest) (bool, error) {
-	if ctx.Done() == nil {
+func searchOn(ctx context.Context, s *ldapSlot, c *ldap.Conn, req *ldap.SearchRequest, timeout time.Duration) (bool, error) {
+	// Deadline first: Done may make a timer (the decision's lazy context).
+	if d, ok := ctx.Deadline(); ok && time.Until(d) > timeout+time.Second || !ok && ctx.Done() == nil {
 		defer func() { <-s.sem }()
 		return searchResult(c.Search(req))
 	}
