@@ -106,7 +106,7 @@ type Daemon struct {
 
 // StartDaemon runs "antespam-milter serve -config configPath" and waits
 // until its listen socket accepts connections (failing the test with the
-// daemon's output when it exits or does not listen within 15 s). The
+// daemon's output when it exits or does not listen within 30 s). The
 // daemon is stopped by PID in t.Cleanup.
 func StartDaemon(t testing.TB, configPath string) *Daemon {
 	t.Helper()
@@ -157,7 +157,15 @@ func StartDaemonWith(t testing.TB, configPath string, o DaemonOptions) *Daemon {
 	if o.NoWait || d.Network == "" {
 		return d
 	}
-	deadline := time.Now().Add(15 * time.Second)
+	if d.Network == "tcp" {
+		// The port was free when the test chose it: make sure the daemon
+		// is the one listening there, not another test's server.
+		if err := waitListening(cmd.Process.Pid, d.Address, 30*time.Second); err != nil {
+			t.Fatalf("daemon: %v\n%s", err, d.Output())
+		}
+		return d
+	}
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		c, err := net.DialTimeout(d.Network, d.Address, 200*time.Millisecond)
 		if err == nil {
@@ -170,7 +178,7 @@ func StartDaemonWith(t testing.TB, configPath string, o DaemonOptions) *Daemon {
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("daemon not listening on %s after 15s: %v\n%s", d.Address, err, d.Output())
+			t.Fatalf("daemon not listening on %s after 30s: %v\n%s", d.Address, err, d.Output())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
