@@ -141,22 +141,13 @@ func listenerPIDs(port int) []int {
 	return out
 }
 
-// listenInodes returns the socket inodes that /proc/net/tcp and tcp6 list
-// in state LISTEN (0A) on port.
-func listenInodes(port int) map[string]bool {
-	suffix := fmt.Sprintf(":%04X", port)
-	inodes := map[string]bool{}
-	for _, table := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
-		b, err := os.ReadFile(table)
-		if err != nil {
-			continue
-		}
-		for _, line := range strings.Split(string(b), "\n") {
-			// sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
-			f := strings.Fields(line)
-			if len(f) >= 10 && f[3] == "0A" && strings.HasSuffix(f[1], suffix) && f[9] != "0" {
-				inodes[f[9]] = true
-			}
+// listenInodes returns the inodes of the TCP sockets listening on port.
+func listenInodes(port int) map[uint32]bool {
+	socks, _ := tcpSockets(1 << tcpListen)
+	inodes := map[uint32]bool{}
+	for _, s := range socks {
+		if int(s.local.Port()) == port && s.inode != 0 {
+			inodes[s.inode] = true
 		}
 	}
 	return inodes
@@ -164,12 +155,15 @@ func listenInodes(port int) map[string]bool {
 
 // holdsSocket reports whether one of process pid's descriptors is one of
 // the socket inodes.
-func holdsSocket(pid int, inodes map[string]bool) bool {
+func holdsSocket(pid int, inodes map[uint32]bool) bool {
 	dir := "/proc/" + strconv.Itoa(pid) + "/fd/"
 	fds, _ := os.ReadDir(dir)
 	for _, fd := range fds {
 		link, err := os.Readlink(dir + fd.Name())
-		if err == nil && strings.HasPrefix(link, "socket:[") && inodes[strings.TrimSuffix(strings.TrimPrefix(link, "socket:["), "]")] {
+		if err != nil || !strings.HasPrefix(link, "socket:[") {
+			continue
+		}
+		if n, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(link, "socket:["), "]"), 10, 32); err == nil && inodes[uint32(n)] {
 			return true
 		}
 	}

@@ -67,3 +67,48 @@ func TestWaitListeningOwner(t *testing.T) {
 		t.Errorf("a process that exited: %v", err)
 	}
 }
+
+// TestTCPSocketsBacklog: sock_diag reports a connection's server end
+// with inode 0 while it waits in the backlog, and with the inode of the
+// accepting process's descriptor once accepted (what Daemon.Accepted
+// relies on).
+func TestTCPSocketsBacklog(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	serverEnd := func() (tcpSocket, bool) {
+		t.Helper()
+		socks, err := tcpSockets(1 << tcpEstablished)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range socks {
+			if s.local == l.Addr().(*net.TCPAddr).AddrPort() && s.remote == c.LocalAddr().(*net.TCPAddr).AddrPort() {
+				return s, true
+			}
+		}
+		return tcpSocket{}, false
+	}
+	if s, ok := serverEnd(); !ok || s.inode != 0 {
+		t.Errorf("before Accept: %+v, found %v; want the server end with inode 0", s, ok)
+	}
+	sc, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	s, ok := serverEnd()
+	if !ok || s.inode == 0 || !holdsSocket(os.Getpid(), map[uint32]bool{s.inode: true}) {
+		t.Errorf("after Accept: %+v, found %v; want an inode this process holds", s, ok)
+	}
+	if !listensOn(os.Getpid(), l.Addr().(*net.TCPAddr).Port) {
+		t.Error("listensOn: this process's listener not found")
+	}
+}
