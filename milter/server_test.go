@@ -485,8 +485,11 @@ func TestIdleTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer silent.Close()
-	silent.Write(optneg())
+	// Timed from before the write: the server closes at least the idle
+	// timeout after it, and this goroutine may be descheduled between the
+	// write and a clock read after it.
 	start := time.Now()
+	silent.Write(optneg())
 	silent.SetReadDeadline(time.Now().Add(5 * time.Second))
 	buf := make([]byte, 256)
 	for {
