@@ -201,6 +201,7 @@ loop:
 		reloads = metric(t, e.metrics, `antespam_config_reloads_total{result="ok"}`)
 		return strings.Count(e.d.Output(), "config reloaded") == int(reloads) && reloads >= 1
 	})
+	t.Logf("%v reloads for %d SIGHUPs", reloads, sent)
 	if reloads < float64(sent)/4 || reloads > float64(sent) {
 		t.Errorf("%v reloads for %d SIGHUPs", reloads, sent)
 	}
