@@ -237,7 +237,10 @@ func TestPurgeWithoutMemcache(t *testing.T) {
 // memcached until purged.
 func TestCheckAndPurgeMemcache(t *testing.T) {
 	mc := testserver.StartMemcached(t)
-	f := newFixture(t, fmt.Sprintf("[memcache]\nservers = [%q]\n", mc.Addr()))
+	// memcache.timeout is 100ms by default: a loaded machine can turn a
+	// hit into a miss, which is right for a daemon but not what this
+	// test is about.
+	f := newFixture(t, fmt.Sprintf("[memcache]\nservers = [%q]\ntimeout = \"5s\"\n", mc.Addr()))
 	checkTier := func(want string) {
 		t.Helper()
 		out, stderr, _ := runBin(t, "check", "-config", f.config, "rcpt", "Bob@Example.com")
@@ -261,7 +264,7 @@ func TestCheckAndPurgeMemcache(t *testing.T) {
 
 // TestPurgeWithoutDirectory: cache purge needs only memcached: with the
 // LDAP URLs on a closed port and on a server that never answers, and a
-// bind configured, it purges at once and exits 0.
+// bind configured, it purges without dialling the directory and exits 0.
 func TestPurgeWithoutDirectory(t *testing.T) {
 	mc := testserver.StartMemcached(t)
 	closed := testserver.FreePort(t, "127.0.0.1")
@@ -277,6 +280,7 @@ func TestPurgeWithoutDirectory(t *testing.T) {
 decision_timeout = "10s"
 [memcache]
 servers = [%q]
+timeout = "5s"
 [ldap]
 urls = ["ldap://%s", "ldap://127.0.0.1:%d"]
 base_dn = "dc=example,dc=com"
@@ -289,11 +293,17 @@ timeout = "5s"
 	if code != 0 || !strings.HasPrefix(out, "purged\tbob@example.com\t") {
 		t.Errorf("purge: exit %d, stdout %q, stderr %q", code, out, stderr)
 	}
-	if d := time.Since(start); d > 3*time.Second {
-		t.Errorf("purge took %s: it waited for the directory", d)
-	}
+	t.Logf("purge took %s", time.Since(start).Round(time.Millisecond))
 	if out, stderr, code := runBin(t, "cache", "purge", "-config", cfg, "host", "192.0.2.1"); code != 0 || !strings.HasPrefix(out, "purged\t192.0.2.1\t") {
 		t.Errorf("purge host: exit %d, stdout %q, stderr %q", code, out, stderr)
+	}
+	// Not even dialled: a connection the purges made would wait in the
+	// black hole's accept queue. (Not a time limit: a loaded machine can
+	// make a purge slow; waiting for the directory is what is wrong.)
+	hole.(*net.TCPListener).SetDeadline(time.Now().Add(200 * time.Millisecond))
+	if c, err := hole.Accept(); err == nil {
+		c.Close()
+		t.Error("cache purge dialled the directory")
 	}
 }
 

@@ -3,8 +3,10 @@ package faults_test
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"syscall"
@@ -199,6 +201,7 @@ loop:
 		reloads = metric(t, e.metrics, `antespam_config_reloads_total{result="ok"}`)
 		return strings.Count(e.d.Output(), "config reloaded") == int(reloads) && reloads >= 1
 	})
+	t.Logf("%v reloads for %d SIGHUPs", reloads, sent)
 	if reloads < float64(sent)/4 || reloads > float64(sent) {
 		t.Errorf("%v reloads for %d SIGHUPs", reloads, sent)
 	}
@@ -235,10 +238,12 @@ func TestMaxSessions(t *testing.T) {
 	if err == nil {
 		t.Fatalf("session %d of max_sessions = %d was served", max+1, max)
 	}
-	if waited < 500*time.Millisecond || waited > 8*time.Second {
-		t.Errorf("refused after %s, want after a wait of about a second", waited)
+	// Refused by the daemon after its queue timeout (a second): the
+	// connection closed, not the client's own 10s read timeout.
+	if waited < 500*time.Millisecond || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("refused after %s (%v), want the daemon to close it after a wait of about a second", waited, err)
 	}
-	if !e.d.WaitOutput("max_sessions reached", 5*time.Second) {
+	if !e.d.WaitOutput("max_sessions reached", 15*time.Second) {
 		t.Errorf("no log line for the refused connection:\n%s", e.d.Output())
 	}
 	if v := metric(t, e.metrics, "antespam_sessions_refused_total"); v < 1 {
@@ -272,11 +277,15 @@ func TestMaxSessions(t *testing.T) {
 	if v := metric(t, e.metrics, "antespam_sessions_active"); v != max {
 		t.Fatalf("antespam_sessions_active = %v, want %d: every slot held", v, max)
 	}
-	// It waits at most a second (the queue timeout): look often.
-	if !testserver.Eventually(5*time.Second, func() bool {
-		return dialer.n.Load() == 1 && e.d.Accepted(dialer.last().LocalAddr())
-	}) {
-		t.Fatalf("the daemon did not accept the connection beyond max_sessions within 5s")
+	// It waits at most a second (the queue timeout) from the accept:
+	// look every millisecond, not with Eventually's growing pauses, so
+	// that a loaded machine leaves most of that second to the close.
+	deadline := time.Now().Add(30 * time.Second)
+	for dialer.n.Load() != 1 || !e.d.Accepted(dialer.last().LocalAddr()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the daemon did not accept the connection beyond max_sessions within 30s")
+		}
+		time.Sleep(time.Millisecond)
 	}
 	held[0].Close()
 	if err := <-got; err != nil {

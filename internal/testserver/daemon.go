@@ -2,9 +2,9 @@ package testserver
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -106,7 +106,7 @@ type Daemon struct {
 
 // StartDaemon runs "antespam-milter serve -config configPath" and waits
 // until its listen socket accepts connections (failing the test with the
-// daemon's output when it exits or does not listen within 15 s). The
+// daemon's output when it exits or does not listen within 30 s). The
 // daemon is stopped by PID in t.Cleanup.
 func StartDaemon(t testing.TB, configPath string) *Daemon {
 	t.Helper()
@@ -157,7 +157,15 @@ func StartDaemonWith(t testing.TB, configPath string, o DaemonOptions) *Daemon {
 	if o.NoWait || d.Network == "" {
 		return d
 	}
-	deadline := time.Now().Add(15 * time.Second)
+	if d.Network == "tcp" {
+		// The port was free when the test chose it: make sure the daemon
+		// is the one listening there, not another test's server.
+		if err := waitListening(cmd.Process.Pid, d.Address, 30*time.Second); err != nil {
+			t.Fatalf("daemon: %v\n%s", err, d.Output())
+		}
+		return d
+	}
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		c, err := net.DialTimeout(d.Network, d.Address, 200*time.Millisecond)
 		if err == nil {
@@ -170,7 +178,7 @@ func StartDaemonWith(t testing.TB, configPath string, o DaemonOptions) *Daemon {
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("daemon not listening on %s after 15s: %v\n%s", d.Address, err, d.Output())
+			t.Fatalf("daemon not listening on %s after 30s: %v\n%s", d.Address, err, d.Output())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -268,63 +276,32 @@ func (d *Daemon) Stop() {
 
 // Accepted reports whether the daemon has accepted the TCP connection
 // whose client end is client (a connection's LocalAddr in the test): the
-// kernel lists the daemon's end in /proc/net/tcp or tcp6 with a socket
-// inode once it is accepted (0 while it waits in the listen backlog), and
-// the inode is one of the daemon's file descriptors. It lets a test know
-// that the daemon holds a connection it has not served.
+// kernel reports the daemon's end with a socket inode once it is accepted
+// (0 while it waits in the listen backlog), and the inode is one of the
+// daemon's file descriptors. It lets a test know that the daemon holds a
+// connection it has not served. The kernel is asked through sock_diag,
+// which stays fast with many TIME_WAIT sockets about.
 func (d *Daemon) Accepted(client net.Addr) bool {
 	ta, ok := client.(*net.TCPAddr)
 	if !ok {
 		return false
 	}
-	host, port, err := net.SplitHostPort(d.Address)
+	server, err := netip.ParseAddrPort(d.Address)
 	if err != nil {
 		return false
 	}
-	sp, err := strconv.Atoi(port)
+	remote := ta.AddrPort()
+	remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
+	socks, err := tcpSockets(1 << tcpEstablished)
 	if err != nil {
 		return false
 	}
-	local := procNetAddr(net.ParseIP(host), sp)
-	remote := procNetAddr(ta.IP, ta.Port)
-	for _, table := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
-		b, err := os.ReadFile(table)
-		if err != nil {
-			continue
-		}
-		for _, line := range strings.Split(string(b), "\n") {
-			// sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
-			f := strings.Fields(line)
-			if len(f) < 10 || f[1] != local || f[2] != remote || f[9] == "0" {
-				continue
-			}
-			fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", d.Cmd.Process.Pid))
-			for _, fd := range fds {
-				link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", d.Cmd.Process.Pid, fd.Name()))
-				if err == nil && link == "socket:["+f[9]+"]" {
-					return true
-				}
-			}
+	for _, s := range socks {
+		if s.local.Port() == server.Port() && s.remote == remote && s.inode != 0 {
+			return holdsSocket(d.Cmd.Process.Pid, map[uint32]bool{s.inode: true})
 		}
 	}
 	return false
-}
-
-// procNetAddr writes ip:port as /proc/net/tcp and tcp6 do: the address
-// as 32-bit words in the host's byte order, each %08X, then the port
-// %04X. An IPv4 address is written in tcp's form (a dual-stack listener's
-// v4-mapped peers are not matched).
-func procNetAddr(ip net.IP, port int) string {
-	b := ip.To4()
-	if b == nil {
-		b = ip.To16()
-	}
-	var s strings.Builder
-	for i := 0; i+4 <= len(b); i += 4 {
-		fmt.Fprintf(&s, "%08X", binary.NativeEndian.Uint32(b[i:i+4]))
-	}
-	fmt.Fprintf(&s, ":%04X", port)
-	return s.String()
 }
 
 // Output is what the daemon has written to stdout and stderr so far.

@@ -54,7 +54,7 @@ func (m *Memcached) Start() {
 	m.proc = Start(m.t, exec.Command(m.bin, args...), filepath.Join(m.dir, fmt.Sprintf("memcached-%d.log", m.runs)))
 	// Registered after Start's own cleanup, so it runs first.
 	m.t.Cleanup(m.Stop)
-	if err := WaitTCP(m.Addr(), 10*time.Second); err != nil {
+	if err := waitListening(m.proc.Cmd.Process.Pid, m.Addr(), 30*time.Second); err != nil {
 		m.t.Fatalf("memcached: %v\n%s", err, m.proc.Output())
 	}
 }

@@ -177,7 +177,7 @@ smtp_connect_timeout = 5s
 		}
 	})
 	for _, a := range append(append([]string{}, p.Listeners...), p.Listeners6...) {
-		if err := WaitTCP(a, 15*time.Second); err != nil {
+		if err := waitListening(p.proc.Cmd.Process.Pid, a, 30*time.Second); err != nil {
 			t.Fatalf("postfix: %v\n%s\n%s", err, p.proc.Output(), p.Log())
 		}
 	}

@@ -71,8 +71,8 @@ func StartSendmail(t testing.TB, o SendmailOptions) *Sendmail {
 	m4 := Require(t, "m4")
 	unshare := Require(t, "unshare")
 	// The namespaces need CAP_SYS_ADMIN (root, or a privileged container):
-	// without it sendmail would never listen and WaitTCP would fail later
-	// with nothing to say why.
+	// without it sendmail would never listen and the wait for its port
+	// would fail later with nothing to say why.
 	if out, err := exec.Command(unshare, "--uts", "--mount", "true").CombinedOutput(); err != nil {
 		Unavailable(t, "sendmail runs in its own UTS and mount namespaces, and `unshare --uts --mount true` fails (no CAP_SYS_ADMIN?): %v: %s",
 			err, strings.TrimSpace(string(out)))
@@ -175,7 +175,7 @@ exec %[3]s -bD -C %[2]s/sendmail.cf`, SendmailHostname, dir, plain)
 		if a == "" {
 			continue
 		}
-		if err := WaitTCP(a, 15*time.Second); err != nil {
+		if err := waitListening(s.proc.Cmd.Process.Pid, a, 30*time.Second); err != nil {
 			t.Fatalf("sendmail: %v\n%s\nlog:\n%s", err, s.proc.Output(), s.Log())
 		}
 	}

@@ -303,26 +303,8 @@ func (s *Slapd) Start() {
 		addrs = append(addrs, net.JoinHostPort("127.0.0.1", strconv.Itoa(s.tlsPort)))
 	}
 	for _, a := range addrs {
-		if err := s.waitTCP(a, 10*time.Second); err != nil {
+		if err := waitListening(s.proc.Cmd.Process.Pid, a, 30*time.Second); err != nil {
 			t.Fatalf("slapd: %v\n%s", err, s.proc.Output())
-		}
-	}
-}
-
-// waitTCP is WaitTCP that gives up early when slapd has exited.
-func (s *Slapd) waitTCP(addr string, timeout time.Duration) error {
-	ready := make(chan error, 1)
-	go func() { ready <- WaitTCP(addr, timeout) }()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case err := <-ready:
-			return err
-		case <-tick.C:
-			if exited(s.proc.Cmd.Process.Pid) {
-				return fmt.Errorf("slapd exited before %s accepted connections", addr)
-			}
 		}
 	}
 }

@@ -64,25 +64,73 @@ func RepoRoot(t testing.TB) string {
 	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
 }
 
-// FreePort returns a TCP port that was free on host a moment ago. It is
-// chosen below the kernel's ephemeral range (ip_local_port_range), at
-// random, so that the outgoing connections of tests running in parallel
-// (which take ephemeral ports) cannot take it before the server that is
-// given it binds it.
+// FreePort returns a TCP port free on host and reserved for the test
+// until it ends. It is chosen below the kernel's ephemeral range
+// (ip_local_port_range), at random, so that the outgoing connections of
+// tests running in parallel (which take ephemeral ports) cannot take it
+// before the server that is given it binds it.
+//
+// The reservation is a lock (flock) on a file named after the port in a
+// directory every test process on the machine shares: go test runs the
+// packages' test binaries in parallel, and a port one of them found free
+// and handed to a server must not be found free by another before that
+// server binds it, nor while the server is stopped and started again on
+// it (Memcached.Stop and Start, a daemon restarted). A port locked by
+// another process is skipped; the kernel drops the lock when the process
+// ends, however it ends.
 func FreePort(t testing.TB, host string) int {
 	t.Helper()
 	lo, hi := 20000, ephemeralLow()-1
-	for range 200 {
+	for range 500 {
 		port := lo + rand.IntN(hi-lo+1)
+		lock, err := reservePort(port)
+		if err != nil {
+			t.Fatalf("reserve port %d: %v", port, err)
+		}
+		if lock == nil {
+			continue // reserved by another test
+		}
 		l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
 		if err != nil {
+			lock.Close()
 			continue
 		}
 		l.Close()
+		t.Cleanup(func() { lock.Close() })
 		return port
 	}
 	t.Fatalf("no free port on %s between %d and %d", host, lo, hi)
 	return 0
+}
+
+// portLockDir holds one lock file per port FreePort has handed out.
+var portLockDir = filepath.Join(os.TempDir(), "antespam-test-ports")
+
+// reservePort locks port's file in portLockDir and returns it open (the
+// lock lasts until it is closed), or nil when another process holds it.
+// The files stay: removing one could let two processes lock two files of
+// the same name.
+func reservePort(port int) (*os.File, error) {
+	if err := os.MkdirAll(portLockDir, 0o755); err != nil {
+		return nil, err
+	}
+	// World-writable and sticky like /tmp, for tests run as other users
+	// (a read-only descriptor can hold a flock).
+	if fi, err := os.Stat(portLockDir); err == nil && fi.Mode()&os.ModeSticky == 0 {
+		_ = os.Chmod(portLockDir, 0o777|os.ModeSticky)
+	}
+	f, err := os.OpenFile(filepath.Join(portLockDir, strconv.Itoa(port)), os.O_RDONLY|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("flock %s: %w", f.Name(), err)
+	}
+	return f, nil
 }
 
 // ephemeralLow is the first port of the kernel's ephemeral range.
