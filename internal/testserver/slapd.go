@@ -173,6 +173,8 @@ pidfile %[1]s/slapd.pid
 argsfile %[1]s/slapd.args
 modulepath /usr/lib/ldap
 moduleload back_mdb
+# no syslog line per operation: nothing receives it here
+loglevel 0
 %[2]s
 database mdb
 maxsize 67108864
