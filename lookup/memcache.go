@@ -122,6 +122,8 @@ type Memcache struct {
 	downUntil atomic.Int64
 	// slots caps the requests in flight (MaxIdleConns).
 	slots chan struct{}
+	// batch sends concurrent gets as one request (memcache_batch.go).
+	batch getBatcher
 }
 
 // errBusy is a request that found every slot taken for a whole Timeout.
@@ -369,16 +371,11 @@ func safeKeyPart(s string) bool {
 	return true
 }
 
+// get reads the item ik, batched with concurrent gets: a miss, a failure
+// or an unreadable value is false.
 func (m *Memcache) get(ik string) (memcacheItem, bool) {
-	var it *memcache.Item
-	err := m.call(func() (err error) {
-		it, err = m.client.Get(ik)
-		return err
-	})
-	if err != nil {
-		if !errors.Is(err, memcache.ErrCacheMiss) {
-			m.fail("get", err)
-		}
+	it := m.batch.get(m, ik)
+	if it == nil {
 		return memcacheItem{}, false
 	}
 	return m.decode(ik, it.Value)
