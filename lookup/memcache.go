@@ -108,6 +108,10 @@ type MemcacheOptions struct {
 // plus a rate-limited warning and a metrics.MemcacheErrors count, never a
 // failed lookup.
 //
+// Reads of concurrent lookups are sent together, as one request of up to
+// 64 keys, while other reads are in flight (see memcache_batch.go); a lone
+// read is sent at once. A failed batch counts as one error.
+//
 // Fleet-wide coalescing: before asking the next tier, a lookup takes a
 // short lock on the key with memcached's add. The daemon that gets it asks
 // and publishes the answer; the others poll for that answer for up to
