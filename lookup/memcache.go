@@ -108,6 +108,10 @@ type MemcacheOptions struct {
 // plus a rate-limited warning and a metrics.MemcacheErrors count, never a
 // failed lookup.
 //
+// Reads of concurrent lookups are sent together, as one request of up to
+// 64 keys, while other reads are in flight (see memcache_batch.go); a lone
+// read is sent at once. A failed batch counts as one error.
+//
 // Fleet-wide coalescing: before asking the next tier, a lookup takes a
 // short lock on the key with memcached's add. The daemon that gets it asks
 // and publishes the answer; the others poll for that answer for up to
@@ -122,6 +126,8 @@ type Memcache struct {
 	downUntil atomic.Int64
 	// slots caps the requests in flight (MaxIdleConns).
 	slots chan struct{}
+	// batch sends concurrent gets as one request (memcache_batch.go).
+	batch getBatcher
 }
 
 // errBusy is a request that found every slot taken for a whole Timeout.
@@ -369,16 +375,11 @@ func safeKeyPart(s string) bool {
 	return true
 }
 
+// get reads the item ik, batched with concurrent gets: a miss, a failure
+// or an unreadable value is false.
 func (m *Memcache) get(ik string) (memcacheItem, bool) {
-	var it *memcache.Item
-	err := m.call(func() (err error) {
-		it, err = m.client.Get(ik)
-		return err
-	})
-	if err != nil {
-		if !errors.Is(err, memcache.ErrCacheMiss) {
-			m.fail("get", err)
-		}
+	it := m.batch.get(m, ik)
+	if it == nil {
 		return memcacheItem{}, false
 	}
 	return m.decode(ik, it.Value)
