@@ -2,7 +2,11 @@
 // recipient exist?" and "is this client host malign?", from a stack of
 // tiers, each a Source that wraps the next:
 //
-//	Checker → LRU → coalescing → memcached → directory (LDAP or file)
+//	Checker → LRU → memcached → directory (LDAP or file)
+//
+// Concurrent lookups of one key that memcached lacks share one fill
+// (Memcache uses a Coalesce for it); without memcached a Coalesce tier
+// stands in front of the directory.
 //
 // The code is plain sequential Go: Lookup(ctx, key) is an ordinary call and
 // concurrency comes from the callers' goroutines (one per milter session in

@@ -83,6 +83,10 @@ type MemcacheOptions struct {
 	// down or frozen server costs one Timeout a Backoff rather than one a
 	// lookup (default 1s; negative: never back off).
 	Backoff time.Duration
+	// FillTimeout bounds a fill (lock, directory, publish) shared by the
+	// concurrent lookups of one key in this process (Coalesce.Timeout);
+	// 0 means DefaultCoalesceTimeout.
+	FillTimeout time.Duration
 	// Now is the clock for answer ages; nil means time.Now.
 	Now func() time.Time
 }
@@ -112,8 +116,11 @@ type MemcacheOptions struct {
 // 64 keys, while other reads are in flight (see memcache_batch.go); a lone
 // read is sent at once. A failed batch counts as one error.
 //
-// Fleet-wide coalescing: before asking the next tier, a lookup takes a
-// short lock on the key with memcached's add. The daemon that gets it asks
+// Coalescing: in this process, concurrent lookups of a key that memcached
+// lacks share one fill (a Coalesce around it), so a hit, by far the common
+// case, pays nothing for coalescing, and the composition puts no separate
+// Coalesce tier in front of Memcache. Fleet-wide, before asking the next
+// tier, a fill takes a short lock on the key with memcached's add. The daemon that gets it asks
 // and publishes the answer; the others poll for that answer for up to
 // LockTimeout, then ask themselves.
 type Memcache struct {
@@ -128,6 +135,8 @@ type Memcache struct {
 	slots chan struct{}
 	// batch sends concurrent gets as one request (memcache_batch.go).
 	batch getBatcher
+	// fills shares a fill between the concurrent lookups of a key.
+	fills *Coalesce
 }
 
 // errBusy is a request that found every slot taken for a whole Timeout.
@@ -181,7 +190,21 @@ func NewMemcache(next Source, servers []string, opts MemcacheOptions, log *slog.
 	c := memcache.NewFromSelector(&ss)
 	c.Timeout = opts.Timeout
 	c.MaxIdleConns = opts.MaxIdleConns
-	return &Memcache{next: next, client: c, opts: opts, log: log, slots: make(chan struct{}, opts.MaxIdleConns)}, nil
+	m := &Memcache{next: next, client: c, opts: opts, log: log, slots: make(chan struct{}, opts.MaxIdleConns)}
+	m.fills = NewCoalesce(memcacheFill{m}, log)
+	m.fills.Timeout = opts.FillTimeout
+	return m, nil
+}
+
+// memcacheFill is the Source that Memcache's Coalesce shares: the fill of
+// a key that memcached lacks.
+type memcacheFill struct{ m *Memcache }
+
+func (f memcacheFill) Lookup(ctx context.Context, key Key) (Answer, error) {
+	if !f.m.up() {
+		return f.m.next.Lookup(ctx, key)
+	}
+	return f.m.fill(ctx, key, f.m.itemKey(key))
 }
 
 // memcacheItem is a decoded value.
@@ -191,19 +214,20 @@ type memcacheItem struct {
 }
 
 // Lookup serves key from memcached when fresh; otherwise it asks the next
-// tier (once for the fleet, see Memcache) and publishes the answer. When
+// tier (once for the process and once for the fleet, see Memcache) and
+// publishes the answer. When
 // the next tier fails, a found item younger than StaleMax is served with
 // Stale set.
 func (m *Memcache) Lookup(ctx context.Context, key Key) (Answer, error) {
 	if !m.up() {
-		return m.next.Lookup(ctx, key)
+		return m.fills.Lookup(ctx, key)
 	}
 	ik := m.itemKey(key)
 	item, cached := m.get(ik)
 	if cached && m.fresh(item) {
 		return Answer{Found: item.found, At: item.at, Tier: "memcache"}, nil
 	}
-	ans, err := m.fill(ctx, key, ik)
+	ans, err := m.fills.Lookup(ctx, key)
 	if err != nil {
 		if cached && item.found && m.opts.Now().Sub(item.at) < m.opts.StaleMax {
 			metrics.StaleServed.Inc()

@@ -488,6 +488,51 @@ func TestMemcacheFleetCoalescing(t *testing.T) {
 	}
 }
 
+// TestMemcacheCoalescesInProcess: concurrent lookups of one key that
+// memcached lacks reach the directory once per process, also when
+// memcached is down (no add lock to share then), as the Coalesce tier in
+// front of Memcache did before Memcache coalesced its own misses.
+func TestMemcacheCoalescesInProcess(t *testing.T) {
+	const callers = 128
+	up := testserver.StartMemcached(t)
+	down := fmt.Sprintf("127.0.0.1:%d", testserver.FreePort(t, "127.0.0.1")) // nothing listens
+	for _, tc := range []struct{ name, addr string }{{"memcached up", up.Addr()}, {"memcached down", down}} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := &countingSource{next: slowSource{next: directory(nil, "new@example.com"), delay: time.Second}}
+			mc, err := NewMemcache(dir, []string{tc.addr}, testMemcacheOptions(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var wg sync.WaitGroup
+			start := make(chan struct{})
+			errs := make(chan error, callers)
+			for range callers {
+				wg.Go(func() {
+					<-start
+					ans, err := mc.Lookup(context.Background(), rcptKey("new@example.com"))
+					if err == nil && !ans.Found {
+						err = errors.New("new@example.com: not found")
+					}
+					if err != nil {
+						errs <- err
+					}
+				})
+			}
+			close(start)
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Error(err)
+			}
+			// The callers all start well within the directory's one-second
+			// answer, so they share its flight.
+			if n := dir.calls(); n != 1 {
+				t.Errorf("directory asked %d times by %d concurrent lookups of one key, want 1", n, callers)
+			}
+		})
+	}
+}
+
 func TestNewMemcacheRejects(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -568,6 +613,9 @@ func TestMemcacheStuckLock(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			opts := testMemcacheOptions()
 			opts.LockTimeout = tt.lockTimeout
+			// As the daemon sets it (decision_timeout): the shared fill
+			// gets the caller's time, of which it leaves half for asking.
+			opts.FillTimeout = tt.ctxTimeout
 			d := newMemcacheDaemon(t, server.Addr(), directory(nil, "a@example.com"), opts)
 			k := rcptKey(fmt.Sprintf("a%d@example.com", i))
 			d.sw.next.(mapSource).names[k.Name] = true

@@ -18,7 +18,8 @@ import (
 
 // stack is the lookup stack built from one config:
 //
-//	Checker → LRU → (swap) → coalesce → memcached → directory
+//	Checker → LRU → (swap) → memcached (coalescing its misses) → directory
+//	Checker → LRU → (swap) → coalesce → directory (without memcached)
 //
 // The part under the swap point is the backend; a reload builds a new
 // backend and, when [cache] is unchanged, keeps the LRU and its entries,
@@ -102,21 +103,26 @@ func compose(cfg *config.Config, log *slog.Logger, o composeOptions) (_ *stack, 
 		s.backend.ping = func(context.Context) error { return filesReadable(cfg) }
 	}
 
-	src := dir
+	// Concurrent lookups of one key reach the directory once: through
+	// memcached's own coalescing of its misses when there is memcached
+	// (its hits need none), else through a Coalesce tier.
 	if !o.noCache && len(cfg.Memcache.Servers) > 0 {
-		mc, err := lookup.NewMemcache(src, cfg.Memcache.Servers, memcacheOptions(cfg), log)
+		opts := memcacheOptions(cfg)
+		opts.FillTimeout = cfg.DecisionTimeout
+		mc, err := lookup.NewMemcache(dir, cfg.Memcache.Servers, opts, log)
 		if err != nil {
 			return nil, fmt.Errorf("memcache tier: %w", err)
 		}
 		s.Memcache = mc
 		s.backend.add(mc)
-		src = mc
+		s.backend.src = mc
+	} else {
+		co := lookup.NewCoalesce(dir, log)
+		co.Timeout = cfg.DecisionTimeout
+		s.backend.src = co
 	}
-	co := lookup.NewCoalesce(src, log)
-	co.Timeout = cfg.DecisionTimeout
-	s.backend.src = co
 
-	top := lookup.Source(co)
+	top := s.backend.src
 	if !o.noCache {
 		if r := o.reuse; r != nil && r.LRU != nil && r.cacheCfg == cfg.Cache {
 			s.LRU, s.front = r.LRU, r.front
