@@ -6,7 +6,6 @@ import (
 	"runtime"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -201,7 +200,7 @@ func BenchmarkMemcacheHitParallel(b *testing.B) {
 				}
 			}
 			b.ReportAllocs()
-			cpu0 := processCPU(b)
+			cpu0 := testserver.ProcessCPU(b)
 			b.ResetTimer()
 			if c == 1 {
 				for i := 0; b.Loop(); i++ {
@@ -216,7 +215,7 @@ func BenchmarkMemcacheHitParallel(b *testing.B) {
 				})
 			}
 			b.StopTimer()
-			b.ReportMetric(float64(processCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
+			b.ReportMetric(float64(testserver.ProcessCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
 			reportBatching(b, d.mc)
 		})
 	}
@@ -227,15 +226,4 @@ func reportBatching(b *testing.B, mc *Memcache) {
 	if n := mc.batch.batches.Load(); n > 0 {
 		b.ReportMetric(float64(mc.batch.keys.Load())/float64(n), "keys/req")
 	}
-}
-
-// processCPU is the user and system CPU time this process has used: with
-// memcached in another process, a lookup's own CPU cost whatever the wall
-// time on a busy machine.
-func processCPU(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

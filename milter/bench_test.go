@@ -3,11 +3,11 @@ package milter
 import (
 	"io"
 	"log/slog"
-	"syscall"
 	"testing"
-	"time"
 
 	gomilter "github.com/emersion/go-milter"
+
+	"github.com/antespam/antespam-milter/internal/testserver"
 )
 
 // BenchmarkRcptDecision: one RCPT round trip over loopback on an open
@@ -36,7 +36,7 @@ func benchRcpt(b *testing.B, log *slog.Logger) {
 	must(b)(s.Mail("a@b.test", nil))
 	rcpts := []string{"known@example.org", "unknown@example.org"}
 	b.ReportAllocs()
-	defer reportCPU(b)()
+	defer testserver.ReportCPU(b)()
 	i := 0
 	for b.Loop() {
 		if _, err := s.Rcpt(rcpts[i&1], nil); err != nil {
@@ -51,7 +51,7 @@ func benchRcpt(b *testing.B, log *slog.Logger) {
 func BenchmarkSession(b *testing.B) {
 	client := benchServer(b, discard())
 	b.ReportAllocs()
-	defer reportCPU(b)()
+	defer testserver.ReportCPU(b)()
 	for b.Loop() {
 		benchSession(b, client)
 	}
@@ -61,7 +61,7 @@ func BenchmarkSession(b *testing.B) {
 func BenchmarkSessionLogged(b *testing.B) {
 	client := benchServer(b, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	b.ReportAllocs()
-	defer reportCPU(b)()
+	defer testserver.ReportCPU(b)()
 	for b.Loop() {
 		benchSession(b, client)
 	}
@@ -71,7 +71,7 @@ func BenchmarkSessionLogged(b *testing.B) {
 func BenchmarkSessionParallel(b *testing.B) {
 	client := benchServer(b, discard())
 	b.ReportAllocs()
-	defer reportCPU(b)()
+	defer testserver.ReportCPU(b)()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			benchSession(b, client)
@@ -102,25 +102,4 @@ func benchSession(b *testing.B, client *gomilter.Client) {
 			b.Fatal(err)
 		}
 	}
-}
-
-// reportCPU reports the process's CPU time (user + system, all threads:
-// the server's and the client's) per op as cpu-ns/op, steadier than ns/op
-// on a machine shared with other loads; call the function it returns
-// after the loop.
-func reportCPU(b *testing.B) func() {
-	start := cpuTime()
-	return func() {
-		if b.N > 0 {
-			b.ReportMetric(float64(cpuTime()-start)/float64(b.N), "cpu-ns/op")
-		}
-	}
-}
-
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

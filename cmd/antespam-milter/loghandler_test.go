@@ -11,9 +11,10 @@ import (
 	"os"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/antespam/antespam-milter/internal/testserver"
 )
 
 // spyHandler counts the records that reach the TextHandler behind the
@@ -340,7 +341,7 @@ func BenchmarkDecisionRecord(b *testing.B) {
 	} {
 		b.Run(bc.name+"/attrs", func(b *testing.B) {
 			b.ReportAllocs()
-			defer reportCPU(b)()
+			defer testserver.ReportCPU(b)()
 			for b.Loop() {
 				r := slog.NewRecord(time.Now(), slog.LevelInfo, "decision", 0)
 				r.AddAttrs(attrs...)
@@ -349,7 +350,7 @@ func BenchmarkDecisionRecord(b *testing.B) {
 		})
 		b.Run(bc.name+"/group", func(b *testing.B) {
 			b.ReportAllocs()
-			defer reportCPU(b)()
+			defer testserver.ReportCPU(b)()
 			for b.Loop() {
 				r := slog.NewRecord(time.Now(), slog.LevelInfo, "decision", 0)
 				r.AddAttrs(slog.Attr{Value: slog.GroupValue(attrs...)})
@@ -357,24 +358,4 @@ func BenchmarkDecisionRecord(b *testing.B) {
 			}
 		})
 	}
-}
-
-// reportCPU reports the process's CPU time (user + system, all threads)
-// per op as cpu-ns/op, steadier than ns/op on a machine shared with other
-// loads; call the function it returns after the loop.
-func reportCPU(b *testing.B) func() {
-	start := cpuTime()
-	return func() {
-		if b.N > 0 {
-			b.ReportMetric(float64(cpuTime()-start)/float64(b.N), "cpu-ns/op")
-		}
-	}
-}
-
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
