@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -116,21 +117,28 @@ type MemcacheOptions struct {
 // 64 keys, while other reads are in flight (see memcache_batch.go); a lone
 // read is sent at once. A failed batch counts as one error.
 //
+// A failing server is left alone for Backoff; with several servers only
+// the keys that live on it (gomemcache picks a key's server by hash) skip
+// memcached meanwhile, the others keep being served from theirs.
+//
 // Coalescing: in this process, concurrent lookups of a key that memcached
 // lacks share one fill (a Coalesce around it), so a hit, by far the common
 // case, pays nothing for coalescing, and the composition puts no separate
 // Coalesce tier in front of Memcache. Fleet-wide, before asking the next
-// tier, a fill takes a short lock on the key with memcached's add. The daemon that gets it asks
-// and publishes the answer; the others poll for that answer for up to
-// LockTimeout, then ask themselves.
+// tier, a fill takes a short lock on the key with memcached's add. The
+// daemon that gets it asks and publishes the answer; the others poll for
+// that answer for up to LockTimeout, then ask themselves.
 type Memcache struct {
 	next   Source
 	client *memcache.Client
 	opts   MemcacheOptions
 	log    *slog.Logger
 	warn   warnLimiter
-	// downUntil (Unix nanoseconds) skips memcached after a failure.
-	downUntil atomic.Int64
+	// servers picks a key's server, as the client does; downUntil holds,
+	// by server address, until when (Unix nanoseconds) it is skipped
+	// after a failure. The map is not written after NewMemcache.
+	servers   *memcache.ServerList
+	downUntil map[string]*atomic.Int64
 	// slots caps the requests in flight (MaxIdleConns).
 	slots chan struct{}
 	// batch sends concurrent gets as one request (memcache_batch.go).
@@ -190,7 +198,12 @@ func NewMemcache(next Source, servers []string, opts MemcacheOptions, log *slog.
 	c := memcache.NewFromSelector(&ss)
 	c.Timeout = opts.Timeout
 	c.MaxIdleConns = opts.MaxIdleConns
-	m := &Memcache{next: next, client: c, opts: opts, log: log, slots: make(chan struct{}, opts.MaxIdleConns)}
+	m := &Memcache{next: next, client: c, opts: opts, log: log, slots: make(chan struct{}, opts.MaxIdleConns),
+		servers: &ss, downUntil: map[string]*atomic.Int64{}}
+	ss.Each(func(a net.Addr) error { //nolint:errcheck // f never fails
+		m.downUntil[a.String()] = new(atomic.Int64)
+		return nil
+	})
 	m.fills = NewCoalesce(memcacheFill{m}, log)
 	m.fills.Timeout = opts.FillTimeout
 	return m, nil
@@ -201,10 +214,11 @@ func NewMemcache(next Source, servers []string, opts MemcacheOptions, log *slog.
 type memcacheFill struct{ m *Memcache }
 
 func (f memcacheFill) Lookup(ctx context.Context, key Key) (Answer, error) {
-	if !f.m.up() {
+	ik := f.m.itemKey(key)
+	if !f.m.up(ik) {
 		return f.m.next.Lookup(ctx, key)
 	}
-	return f.m.fill(ctx, key, f.m.itemKey(key))
+	return f.m.fill(ctx, key, ik)
 }
 
 // memcacheItem is a decoded value.
@@ -219,10 +233,10 @@ type memcacheItem struct {
 // the next tier fails, a found item younger than StaleMax is served with
 // Stale set.
 func (m *Memcache) Lookup(ctx context.Context, key Key) (Answer, error) {
-	if !m.up() {
+	ik := m.itemKey(key)
+	if !m.up(ik) {
 		return m.fills.Lookup(ctx, key)
 	}
-	ik := m.itemKey(key)
 	item, cached := m.get(ik)
 	if cached && m.fresh(item) {
 		return Answer{Found: item.found, At: item.at, Tier: "memcache"}, nil
@@ -253,7 +267,7 @@ func (m *Memcache) fill(ctx context.Context, key Key, ik string) (Answer, error)
 	}
 	wait := m.opts.PollInterval
 	for {
-		if !m.up() {
+		if !m.up(ik) || !m.up(lk) {
 			return m.ask(ctx, key, ik, "")
 		}
 		err := m.call(func() error {
@@ -271,9 +285,9 @@ func (m *Memcache) fill(ctx context.Context, key Key, ik string) (Answer, error)
 		case errors.Is(err, errBusy):
 			// This process is saturated: waiting for the holder (or the
 			// deadline) adds less load than asking the directory too.
-			m.fail("add", err)
+			m.fail("add", err, lk)
 		case !errors.Is(err, memcache.ErrNotStored):
-			m.fail("add", err)
+			m.fail("add", err, lk)
 			return m.ask(ctx, key, ik, "")
 		}
 		// Another daemon is asking: poll for its answer and its lock in
@@ -295,7 +309,7 @@ func (m *Memcache) fill(ctx context.Context, key Key, ik string) (Answer, error)
 				return err
 			})
 			if err != nil && !errors.Is(err, errBusy) {
-				m.fail("get", err)
+				m.fail("get", err, ik, lk)
 				return m.ask(ctx, key, ik, "")
 			}
 			if it := items[ik]; it != nil {
@@ -438,13 +452,13 @@ func (m *Memcache) set(ik string, ans Answer) {
 	item := &memcache.Item{Key: ik, Value: encodeMemcacheValue(ans.Found, ans.At), Expiration: expiration(exp)}
 	err := m.call(func() error { return m.client.Set(item) })
 	if err != nil {
-		m.fail("set", err)
+		m.fail("set", err, ik)
 	}
 }
 
 func (m *Memcache) delete(k string) {
 	if err := m.call(func() error { return m.client.Delete(k) }); err != nil && !errors.Is(err, memcache.ErrCacheMiss) {
-		m.fail("delete", err)
+		m.fail("delete", err, k)
 	}
 }
 
@@ -474,24 +488,61 @@ func (m *Memcache) call(req func() error) error {
 	return req()
 }
 
-// up reports whether memcached is worth asking: not within Backoff of a
-// failure.
-func (m *Memcache) up() bool {
-	return time.Now().UnixNano() >= m.downUntil.Load()
+// up reports whether the server of memcached key k is worth asking: not
+// within Backoff of a failure.
+func (m *Memcache) up(k string) bool {
+	d := m.serverOf(k)
+	return d == nil || time.Now().UnixNano() >= d.Load()
 }
 
-// fail counts and logs a memcached failure and starts the backoff.
-func (m *Memcache) fail(op string, err error) {
+// serverOf is the backoff time of k's server.
+func (m *Memcache) serverOf(k string) *atomic.Int64 {
+	a, err := m.servers.PickServer(k)
+	if err != nil {
+		return nil
+	}
+	return m.downUntil[a.String()]
+}
+
+// fail counts and logs a memcached failure and starts the backoff of the
+// server that failed: the one the error names (a dial, read or write
+// error carries its address), else the servers of keys, the keys of the
+// request.
+func (m *Memcache) fail(op string, err error, keys ...string) {
 	metrics.MemcacheErrors.WithLabelValues(op).Inc()
 	now := time.Now()
 	// Busy slots say this process is saturated, not that memcached is
 	// down: no backoff for those.
+	server := ""
 	if m.opts.Backoff > 0 && !errors.Is(err, errBusy) {
-		m.downUntil.Store(now.Add(m.opts.Backoff).UnixNano())
+		until := now.Add(m.opts.Backoff).UnixNano()
+		if a := failedServer(err); m.downUntil[a] != nil {
+			server = a
+			m.downUntil[a].Store(until)
+		} else {
+			for _, k := range keys {
+				if d := m.serverOf(k); d != nil {
+					d.Store(until)
+				}
+			}
+		}
 	}
 	if m.warn.allow(now.UnixNano()) {
-		m.log.Warn("memcache: failing, treating as a miss", "op", op, "err", err, "backoff", m.opts.Backoff)
+		m.log.Warn("memcache: failing, treating as a miss", "op", op, "server", server, "err", err, "backoff", m.opts.Backoff)
 	}
+}
+
+// failedServer is the memcached address an error names, or "".
+func failedServer(err error) string {
+	var ct *memcache.ConnectTimeoutError
+	if errors.As(err, &ct) && ct.Addr != nil {
+		return ct.Addr.String()
+	}
+	var op *net.OpError
+	if errors.As(err, &op) && op.Addr != nil {
+		return op.Addr.String()
+	}
+	return ""
 }
 
 // expiration converts d to memcached's expiration: whole seconds, at least

@@ -137,7 +137,7 @@ func (m *Memcache) getOne(key string) (it *memcache.Item, ok bool) {
 	})
 	if err != nil {
 		if !errors.Is(err, memcache.ErrCacheMiss) {
-			m.fail("get", err)
+			m.fail("get", err, key)
 			return nil, false
 		}
 		return nil, true
@@ -147,15 +147,21 @@ func (m *Memcache) getOne(key string) (it *memcache.Item, ok bool) {
 
 // getBatch gets the keys of batch in one request, sets each waiter's item
 // and wakes every waiter but self, which must not be touched afterwards.
-// It is false when the request failed or memcached is in backoff.
+// It is false when the request failed or every key's server is in backoff.
 func (m *Memcache) getBatch(batch []*getWaiter, self *getWaiter) bool {
-	ok := m.up()
-	if ok {
-		if len(batch) == 1 {
-			batch[0].item, ok = m.getOne(batch[0].key)
-		} else {
-			ok = m.getMulti(batch)
+	// Keys whose server went into backoff since they queued are misses.
+	live := make([]*getWaiter, 0, len(batch))
+	for _, w := range batch {
+		if m.up(w.key) {
+			live = append(live, w)
 		}
+	}
+	ok := len(live) > 0
+	switch {
+	case len(live) == 1:
+		live[0].item, ok = m.getOne(live[0].key)
+	case ok:
+		ok = m.getMulti(live)
 	}
 	for _, w := range batch {
 		if w != self {
@@ -178,7 +184,7 @@ func (m *Memcache) getMulti(batch []*getWaiter) bool {
 		return err
 	})
 	if err != nil {
-		m.fail("get", err)
+		m.fail("get", err, keys...)
 	}
 	// A failed request may still have answered some keys (GetMulti keeps
 	// what it read); the others are misses.

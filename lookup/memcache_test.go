@@ -318,6 +318,60 @@ func TestMemcacheServerStoppedAndRestarted(t *testing.T) {
 	}
 }
 
+// TestMemcacheOneServerDown: with two memcached servers and one of them
+// stopped, the keys that live on the other keep being served from it; only
+// the stopped server's keys go to the directory, and none fails.
+func TestMemcacheOneServerDown(t *testing.T) {
+	s1, s2 := testserver.StartMemcached(t), testserver.StartMemcached(t)
+	ctx := context.Background()
+	opts := testMemcacheOptions()
+	opts.Timeout = 500 * time.Millisecond
+	opts.Backoff = time.Hour // a failed server stays skipped for the test
+	var names []string
+	for i := range 40 {
+		names = append(names, fmt.Sprintf("user%d@example.com", i))
+	}
+	dir := &countingSource{next: directory(nil, names...)}
+	mc, err := NewMemcache(dir, []string{s1.Addr(), s2.Addr()}, opts, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	on := map[string]int{}
+	for _, n := range names {
+		if _, err := mc.Lookup(ctx, rcptKey(n)); err != nil {
+			t.Fatal(err)
+		}
+		a, err := mc.servers.PickServer(mc.ItemKey(rcptKey(n)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		on[a.String()]++
+	}
+	if on[s1.Addr()] == 0 || on[s2.Addr()] == 0 {
+		t.Fatalf("keys by server %v: want some on each", on)
+	}
+
+	s2.Stop()
+	for pass := 1; pass <= 2; pass++ {
+		for _, n := range names {
+			k := rcptKey(n)
+			ans, err := mc.Lookup(ctx, k)
+			if err != nil || !ans.Found {
+				t.Fatalf("pass %d, %s: %+v, %v; want found", pass, n, ans, err)
+			}
+			a, _ := mc.servers.PickServer(mc.ItemKey(k))
+			// In the first pass a key of s2 may come before s2 is known
+			// down; from then on only s2's keys may miss memcached.
+			if a.String() == s1.Addr() && ans.Tier != "memcache" {
+				t.Errorf("pass %d, %s lives on the running server but came from %q", pass, n, ans.Tier)
+			}
+			if a.String() == s2.Addr() && ans.Tier != "map" {
+				t.Errorf("pass %d, %s lives on the stopped server but came from %q", pass, n, ans.Tier)
+			}
+		}
+	}
+}
+
 func TestMemcacheFrozenServerIsBounded(t *testing.T) {
 	server := testserver.StartMemcached(t)
 	ctx := context.Background()
