@@ -9,13 +9,15 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/antespam/antespam-milter/internal/testserver"
 )
 
-// The directory every benchmark slapd serves: the layout of
+// The directory every benchmark slapd serves: the layout and slapd.conf of
 // internal/testserver (dc=example,dc=com, ou=people, ou=hosts), with
 // users user0..user<n-1> whose mail is user<i>@example.com.
 const (
-	suffix = "dc=example,dc=com"
+	suffix = testserver.SlapdSuffix
 	domain = "example.com"
 )
 
@@ -35,29 +37,7 @@ func startSlapd(dir string, n int, stats bool, extra ...string) (*slapd, error) 
 		return nil, err
 	}
 	conf := filepath.Join(sd, "slapd.conf")
-	if err := os.WriteFile(conf, []byte(fmt.Sprintf(`include /etc/ldap/schema/core.schema
-include /etc/ldap/schema/cosine.schema
-include /etc/ldap/schema/inetorgperson.schema
-include /etc/ldap/schema/nis.schema
-include /etc/ldap/schema/misc.schema
-pidfile %[1]s/slapd.pid
-argsfile %[1]s/slapd.args
-modulepath /usr/lib/ldap
-moduleload back_mdb
-# slapd's default loglevel formats a syslog line per operation (about 40
-# µs of slapd's CPU a search here, and no /dev/log to receive it): the
-# benchmarks measure the daemon, not slapd's logging. "-d stats" still
-# prints the search lines that coalesce counts.
-loglevel 0
-database mdb
-maxsize 268435456
-suffix "%[2]s"
-rootdn "cn=admin,%[2]s"
-rootpw secret
-directory %[1]s/data
-index objectClass eq
-index mail,mailLocalAddress,ipHostNumber,cn eq
-`, sd, suffix)), 0o600); err != nil {
+	if err := os.WriteFile(conf, []byte(testserver.SlapdConfig(sd, "", "secret", 256<<20)), 0o600); err != nil {
 		return nil, err
 	}
 	var b strings.Builder
