@@ -229,9 +229,8 @@ type memcacheItem struct {
 
 // Lookup serves key from memcached when fresh; otherwise it asks the next
 // tier (once for the process and once for the fleet, see Memcache) and
-// publishes the answer. When
-// the next tier fails, a found item younger than StaleMax is served with
-// Stale set.
+// publishes the answer. When the next tier fails, a found item younger
+// than StaleMax is served with Stale set.
 func (m *Memcache) Lookup(ctx context.Context, key Key) (Answer, error) {
 	ik := m.itemKey(key)
 	if !m.up(ik) {
