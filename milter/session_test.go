@@ -238,7 +238,7 @@ func TestRcptLookupError(t *testing.T) {
 			if got := must(t)(s.Rcpt(tc.rcpt, nil)); got != tc.want {
 				t.Errorf("Rcpt = %q, want %q", got, tc.want)
 			}
-			if d := time.Since(start); d > cfg.DecisionTimeout+2*time.Second {
+			if d := time.Since(start); d > cfg.DecisionTimeout+5*time.Second { // generous for a loaded machine
 				t.Errorf("answered after %s, decision_timeout %s", d, cfg.DecisionTimeout)
 			}
 			if got := must(t)(s.Rcpt("known@example.org", nil)); got != "continue" {
