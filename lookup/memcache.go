@@ -139,6 +139,9 @@ type Memcache struct {
 	// after a failure. The map is not written after NewMemcache.
 	servers   *memcache.ServerList
 	downUntil map[string]*atomic.Int64
+	// anyDown is the latest downUntil of all: while it is past, up need
+	// not pick the key's server (one load on a lookup's path).
+	anyDown atomic.Int64
 	// slots caps the requests in flight (MaxIdleConns).
 	slots chan struct{}
 	// batch sends concurrent gets as one request (memcache_batch.go).
@@ -257,8 +260,11 @@ func (m *Memcache) Lookup(ctx context.Context, key Key) (Answer, error) {
 func (m *Memcache) fill(ctx context.Context, key Key, ik string) (Answer, error) {
 	lk := m.lockKey(key)
 	deadline := time.Now().Add(m.opts.LockTimeout)
-	// Leave half of the caller's time to ask the directory ourselves if
-	// the holder never answers.
+	// Leave half of ctx's time to ask the directory ourselves if the
+	// holder never answers. Through Lookup, ctx is the shared fill's
+	// (Coalesce: at least FillTimeout, the decision_timeout, from when the
+	// first asker started it); a caller that joined late may reach its own
+	// deadline first and gets an error, never a made-up answer.
 	if d, ok := ctx.Deadline(); ok {
 		if half := time.Now().Add(time.Until(d) / 2); half.Before(deadline) {
 			deadline = half
@@ -490,8 +496,23 @@ func (m *Memcache) call(req func() error) error {
 // up reports whether the server of memcached key k is worth asking: not
 // within Backoff of a failure.
 func (m *Memcache) up(k string) bool {
+	now := time.Now().UnixNano()
+	if now >= m.anyDown.Load() {
+		return true
+	}
 	d := m.serverOf(k)
-	return d == nil || time.Now().UnixNano() >= d.Load()
+	return d == nil || now >= d.Load()
+}
+
+// down starts the backoff of server d until the time until.
+func (m *Memcache) down(d *atomic.Int64, until int64) {
+	d.Store(until)
+	for {
+		cur := m.anyDown.Load()
+		if until <= cur || m.anyDown.CompareAndSwap(cur, until) {
+			return
+		}
+	}
 }
 
 // serverOf is the backoff time of k's server.
@@ -517,11 +538,11 @@ func (m *Memcache) fail(op string, err error, keys ...string) {
 		until := now.Add(m.opts.Backoff).UnixNano()
 		if a := failedServer(err); m.downUntil[a] != nil {
 			server = a
-			m.downUntil[a].Store(until)
+			m.down(m.downUntil[a], until)
 		} else {
 			for _, k := range keys {
 				if d := m.serverOf(k); d != nil {
-					d.Store(until)
+					m.down(d, until)
 				}
 			}
 		}

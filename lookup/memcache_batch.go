@@ -24,12 +24,16 @@ import (
 // are rebuilt on a reload.
 //
 // What a key gets back does not change: an item in the reply is a hit
-// (decoded by its own caller), an absent key a miss. A failed request is
-// counted and logged once (not once per key), every key it did not answer
-// is a miss, and so is every key queued behind it, without a request: a
-// down or frozen memcached costs the queue one request's time, as the
-// backoff that starts then would have spared a lookup arriving later.
-// (A batch whose turn comes during a backoff is answered the same way.)
+// (decoded by its own caller), an absent key a miss. A batch sends one
+// request per memcached server, so a failure is one server's. A failed
+// request is counted and logged once (not once per key), every key it did
+// not answer is a miss, and so is every key queued behind it whose server
+// is now in backoff (every queued key when backoff is off), without a
+// request: a down or frozen memcached costs the queue one request's time,
+// as the backoff that starts then would have spared a lookup arriving
+// later. (A key whose server is in backoff when its batch's turn comes is
+// answered the same way.) A panic in a request still wakes every waiter
+// and hands the slot on.
 //
 // How long a get waits: a request is bounded as any other, by Timeout for
 // a request slot and by Timeout for the dial, the write and each reply
@@ -80,9 +84,7 @@ func (b *getBatcher) get(m *Memcache, key string) *memcache.Item {
 	if b.running < memcacheBatchSlots {
 		b.running++
 		b.mu.Unlock()
-		it, ok := m.getOne(key)
-		b.handOn(ok)
-		return it
+		return b.one(m, key)
 	}
 	w := getWaiters.Get().(*getWaiter)
 	w.key = key
@@ -90,8 +92,7 @@ func (b *getBatcher) get(m *Memcache, key string) *memcache.Item {
 	b.mu.Unlock()
 	<-w.ready
 	if w.batch != nil {
-		ok := m.getBatch(w.batch, w)
-		b.handOn(ok)
+		b.lead(m, w)
 	}
 	it := w.item
 	*w = getWaiter{ready: w.ready}
@@ -99,19 +100,51 @@ func (b *getBatcher) get(m *Memcache, key string) *memcache.Item {
 	return it
 }
 
+// one gets key alone in a free slot and hands the slot on, also when the
+// request panics.
+func (b *getBatcher) one(m *Memcache, key string) *memcache.Item {
+	ok := false
+	defer func() { b.handOn(m, ok) }()
+	it, ok := m.getOne(key)
+	return it
+}
+
+// lead runs the batch w was handed and hands the slot on, also when the
+// request panics.
+func (b *getBatcher) lead(m *Memcache, w *getWaiter) {
+	ok := false
+	defer func() { b.handOn(m, ok) }()
+	ok = m.getBatch(w.batch, w)
+}
+
 // handOn passes the slot of a request that ended to the first queued get,
 // with up to memcacheBatchMax queued keys, or frees it. After a failed
-// request (ok false) every queued get is answered a miss instead.
-func (b *getBatcher) handOn(ok bool) {
+// request (ok false) the queued gets whose server is now in backoff are
+// answered a miss at once, or every queued get when backoff is off.
+func (b *getBatcher) handOn(m *Memcache, ok bool) {
 	b.mu.Lock()
-	if len(b.queue) == 0 || !ok {
-		missed := b.queue
-		b.queue = nil
+	var missed []*getWaiter
+	if !ok && len(b.queue) > 0 {
+		if m.opts.Backoff < 0 {
+			missed, b.queue = b.queue, nil
+		} else {
+			kept := b.queue[:0]
+			for _, w := range b.queue {
+				if m.up(w.key) {
+					kept = append(kept, w)
+				} else {
+					missed = append(missed, w)
+				}
+			}
+			clear(b.queue[len(kept):])
+			b.queue = kept
+		}
+	}
+	if len(b.queue) == 0 {
+		b.queue = b.queue[:0]
 		b.running--
 		b.mu.Unlock()
-		for _, w := range missed {
-			w.ready <- struct{}{}
-		}
+		wake(missed, nil)
 		return
 	}
 	batch := b.queue
@@ -121,9 +154,20 @@ func (b *getBatcher) handOn(ok bool) {
 		batch = batch[:memcacheBatchMax:memcacheBatchMax]
 	}
 	b.mu.Unlock()
+	wake(missed, nil)
 	lead := batch[0]
 	lead.batch = batch
 	lead.ready <- struct{}{}
+}
+
+// wake signals every waiter of ws but self, which must not be touched
+// afterwards.
+func wake(ws []*getWaiter, self *getWaiter) {
+	for _, w := range ws {
+		if w != self {
+			w.ready <- struct{}{}
+		}
+	}
 }
 
 // getOne gets a single key with a plain Get; ok is false when the request
@@ -145,33 +189,63 @@ func (m *Memcache) getOne(key string) (it *memcache.Item, ok bool) {
 	return it, true
 }
 
-// getBatch gets the keys of batch in one request, sets each waiter's item
-// and wakes every waiter but self, which must not be touched afterwards.
-// It is false when the request failed or every key's server is in backoff.
+// getBatch gets the keys of batch, one request per memcached server (so
+// that a failure is one server's), sets each waiter's item and wakes every
+// waiter but self, also when a request panics. Keys whose server went
+// into backoff since they queued are misses without a request. It is
+// false when a request failed.
 func (m *Memcache) getBatch(batch []*getWaiter, self *getWaiter) bool {
-	// Keys whose server went into backoff since they queued are misses.
-	live := make([]*getWaiter, 0, len(batch))
+	defer wake(batch, self)
+	var buf [memcacheBatchMax]*getWaiter
+	live := buf[:0]
 	for _, w := range batch {
 		if m.up(w.key) {
 			live = append(live, w)
 		}
 	}
-	ok := len(live) > 0
 	switch {
+	case len(live) == 0:
+		return true
 	case len(live) == 1:
+		var ok bool
 		live[0].item, ok = m.getOne(live[0].key)
-	case ok:
-		ok = m.getMulti(live)
+		return ok
+	case len(m.downUntil) == 1:
+		return m.getMulti(live)
 	}
-	for _, w := range batch {
-		if w != self {
-			w.ready <- struct{}{}
+	groups := map[string][]*getWaiter{}
+	var order []string
+	for _, w := range live {
+		a := ""
+		if addr, err := m.servers.PickServer(w.key); err == nil {
+			a = addr.String()
+		}
+		if groups[a] == nil {
+			order = append(order, a)
+		}
+		groups[a] = append(groups[a], w)
+	}
+	oks := make([]bool, len(order))
+	var wg sync.WaitGroup
+	for i, a := range order[1:] {
+		wg.Go(func() { oks[i+1] = m.getMulti(groups[a]) })
+	}
+	oks[0] = m.getMulti(groups[order[0]])
+	wg.Wait()
+	for _, ok := range oks {
+		if !ok {
+			return false
 		}
 	}
-	return ok
+	return true
 }
 
 func (m *Memcache) getMulti(batch []*getWaiter) bool {
+	if len(batch) == 1 {
+		var ok bool
+		batch[0].item, ok = m.getOne(batch[0].key)
+		return ok
+	}
 	m.batch.batches.Add(1)
 	m.batch.keys.Add(int64(len(batch)))
 	keys := make([]string, len(batch))

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -319,8 +320,9 @@ func TestMemcacheServerStoppedAndRestarted(t *testing.T) {
 }
 
 // TestMemcacheOneServerDown: with two memcached servers and one of them
-// stopped, the keys that live on the other keep being served from it; only
-// the stopped server's keys go to the directory, and none fails.
+// stopped under concurrent lookups, the keys that live on the other keep
+// being served from it; only the stopped server's keys go to the
+// directory, and none fails.
 func TestMemcacheOneServerDown(t *testing.T) {
 	s1, s2 := testserver.StartMemcached(t), testserver.StartMemcached(t)
 	ctx := context.Background()
@@ -351,7 +353,33 @@ func TestMemcacheOneServerDown(t *testing.T) {
 		t.Fatalf("keys by server %v: want some on each", on)
 	}
 
+	// s2 stops in the middle of concurrent lookups, so that batches hold
+	// keys of both servers when s2's pooled connections fail (with a bare
+	// EOF, which names no server): the failure must still be s2's alone.
+	var wg sync.WaitGroup
+	var done atomic.Int64
+	errs := make(chan error, 64)
+	for g := range 64 {
+		wg.Go(func() {
+			for i := range 6 * len(names) {
+				n := names[(g+i)%len(names)]
+				if ans, err := mc.Lookup(ctx, rcptKey(n)); err != nil || !ans.Found {
+					errs <- fmt.Errorf("concurrent lookup of %s: %+v, %v; want found", n, ans, err)
+					return
+				}
+				done.Add(1)
+			}
+		})
+	}
+	for done.Load() < 500 && len(errs) == 0 {
+		time.Sleep(time.Millisecond)
+	}
 	s2.Stop()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
 	for pass := 1; pass <= 2; pass++ {
 		for _, n := range names {
 			k := rcptKey(n)

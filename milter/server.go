@@ -388,21 +388,27 @@ func (l *listener) admit(c net.Conn) {
 	}
 	metrics.SessionsWaiting.Inc()
 	go func() {
-		defer func() {
-			s.waiting.Add(-1)
-			metrics.SessionsWaiting.Dec()
-		}()
 		t := time.NewTimer(s.opts.QueueTimeout)
 		defer t.Stop()
 		select {
 		case s.slots <- struct{}{}:
+			s.stopWaiting()
 			l.deliver(c)
 		case <-t.C:
+			s.stopWaiting()
 			s.refuse(c)
 		case <-l.done:
+			s.stopWaiting()
 			c.Close()
 		}
 	}()
+}
+
+// stopWaiting counts a connection out of the wait for a slot, as soon as
+// the wait is over (delivering it may block a little longer).
+func (s *Server) stopWaiting() {
+	s.waiting.Add(-1)
+	metrics.SessionsWaiting.Dec()
 }
 
 // deliver tracks c, which holds a slot, and passes it to Serve.
