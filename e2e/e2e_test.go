@@ -207,10 +207,7 @@ func TestPostfix(t *testing.T) {
 		c.expectPrefix("250 2.1.0", "MAIL FROM:<sender@sender.example>")
 		c.expect("250 2.1.5 Ok", "RCPT TO:<alice@example.com>")
 		c.expect("550 5.1.1 <nobody@example.com>: Recipient address rejected: User unknown", "RCPT TO:<nobody@example.com>")
-		id := id(t)
-		if got := c.data(id); !strings.HasPrefix(got, "250 2.0.0") {
-			t.Errorf("DATA: %q", got)
-		}
+		id := c.send(t, "250 2.0.0")
 		c.quit()
 		checkDelivered(t, e, id, "alice@example.com")
 	})
@@ -315,10 +312,7 @@ func runCases(t *testing.T, e *env, r replies) {
 	t.Run("known recipient delivered", func(t *testing.T) {
 		c := session(t, e.addr, clientPlain, r)
 		c.expect(r.rcptOK("alice@example.com"), "RCPT TO:<alice@example.com>")
-		id := id(t)
-		if got := c.data(id); !strings.HasPrefix(got, r.dataOK) {
-			t.Errorf("DATA: got %q, want %q...", got, r.dataOK)
-		}
+		id := c.send(t, r.dataOK)
 		c.quit()
 		checkDelivered(t, e, id, "alice@example.com")
 	})
@@ -342,10 +336,7 @@ func runCases(t *testing.T, e *env, r replies) {
 		} {
 			c.expect(rc.want, "RCPT TO:<%s>", rc.addr)
 		}
-		id := id(t)
-		if got := c.data(id); !strings.HasPrefix(got, r.dataOK) {
-			t.Errorf("DATA: got %q, want %q...", got, r.dataOK)
-		}
+		id := c.send(t, r.dataOK)
 		c.quit()
 		checkDelivered(t, e, id, "bob@example.com", "carol+lists@example.com",
 			"anyone@catchall.example", "someone@other.example", "Dave@Example.COM")
@@ -400,10 +391,7 @@ func runCases(t *testing.T, e *env, r replies) {
 		c := session(t, e.addr, clientTrusted, r)
 		c.expect(r.rcptOK("alice@example.com"), "RCPT TO:<alice@example.com>")
 		c.expect(r.unknown("nobody@example.com"), "RCPT TO:<nobody@example.com>")
-		id := id(t)
-		if got := c.data(id); !strings.HasPrefix(got, r.dataOK) {
-			t.Errorf("DATA: got %q, want %q...", got, r.dataOK)
-		}
+		id := c.send(t, r.dataOK)
 		c.quit()
 		checkDelivered(t, e, id, "alice@example.com")
 	})
@@ -424,10 +412,7 @@ func runCases(t *testing.T, e *env, r replies) {
 		}
 		c.expect(r.unknown("nobody@example.com"), "RCPT TO:<nobody@example.com>")
 		c.expect(r.rcptOK("bob@example.com"), "RCPT TO:<bob@example.com>")
-		id := id(t)
-		if got := c.data(id); !strings.HasPrefix(got, r.dataOK) {
-			t.Errorf("DATA: got %q, want %q...", got, r.dataOK)
-		}
+		id := c.send(t, r.dataOK)
 		c.quit()
 		checkDelivered(t, e, id, "alice@example.com", "bob@example.com")
 		// And a new session after the reload.
@@ -450,10 +435,7 @@ func runCases(t *testing.T, e *env, r replies) {
 				t.Errorf("RCPT TO:<%s> with LDAP down: got %q, want %q", a, got, want)
 			}
 		}
-		id := id(t)
-		if got := c.data(id); !strings.HasPrefix(got, r.dataOK) {
-			t.Errorf("DATA: got %q, want %q...", got, r.dataOK)
-		}
+		id := c.send(t, r.dataOK)
 		c.quit()
 		checkDelivered(t, e, id, "alice@example.com")
 
@@ -479,10 +461,7 @@ func runCases(t *testing.T, e *env, r replies) {
 		c = session(t, e.addr, clientPlain, r)
 		c.expect(r.rcptOK("alice@example.com"), "RCPT TO:<alice@example.com>")
 		c.expect(r.unknown("nobody@example.com"), "RCPT TO:<nobody@example.com>")
-		id := id(t)
-		if got := c.data(id); !strings.HasPrefix(got, r.dataOK) {
-			t.Errorf("DATA: got %q, want %q...", got, r.dataOK)
-		}
+		id := c.send(t, r.dataOK)
 		c.quit()
 		checkDelivered(t, e, id, "alice@example.com")
 	})

@@ -100,6 +100,17 @@ func (c *smtpClient) data(id string) string {
 	return c.read()
 }
 
+// send sends a message with a new id (see data) and fails the test
+// unless the final reply starts with want; it returns the id.
+func (c *smtpClient) send(t *testing.T, want string) string {
+	t.Helper()
+	id := id(t)
+	if got := c.data(id); !strings.HasPrefix(got, want) {
+		t.Errorf("DATA: got %q, want %q...", got, want)
+	}
+	return id
+}
+
 func (c *smtpClient) quit() {
 	_ = c.tp.PrintfLine("QUIT")
 	c.read()

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -19,6 +18,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/antespam/antespam-milter/config"
+	"github.com/antespam/antespam-milter/internal/testserver"
 	"github.com/antespam/antespam-milter/lookup"
 )
 
@@ -196,17 +196,6 @@ func dial(t testing.TB, network, addr string) *gomilter.ClientSession {
 	return s
 }
 
-// reply is an action as "continue", or "550 5.1.1 text".
-func reply(a *gomilter.Action) string {
-	switch a.Code {
-	case gomilter.ActContinue:
-		return "continue"
-	case gomilter.ActReplyCode:
-		return strconv.Itoa(a.SMTPCode) + " " + a.SMTPText
-	}
-	return "action " + string(rune(a.Code))
-}
-
 // must returns a function that fails t on err and returns the reply.
 func must(t testing.TB) func(*gomilter.Action, error) string {
 	return func(a *gomilter.Action, err error) string {
@@ -214,7 +203,7 @@ func must(t testing.TB) func(*gomilter.Action, error) string {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return reply(a)
+		return testserver.Reply(a)
 	}
 }
 

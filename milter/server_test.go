@@ -281,7 +281,7 @@ func TestShutdownDrains(t *testing.T) {
 				replies <- "error: " + err.Error()
 				return
 			}
-			replies <- reply(a)
+			replies <- testserver.Reply(a)
 		}()
 	}
 	for range n {
@@ -356,7 +356,7 @@ func TestShutdownTimeout(t *testing.T) {
 			got <- "error: " + err.Error()
 			return
 		}
-		got <- reply(a)
+		got <- testserver.Reply(a)
 	}()
 	<-src.started
 
@@ -522,7 +522,7 @@ func TestIdleTimeout(t *testing.T) {
 		t.Fatalf("end of a message sent more slowly than the idle timeout: %v", err)
 	}
 	if act.Code != gomilter.ActContinue {
-		t.Errorf("End = %q", reply(act))
+		t.Errorf("End = %q", testserver.Reply(act))
 	}
 	// Between transactions the idle timeout applies again.
 	eventually(t, 5*time.Second, "idle sessions still counted", func() bool { return srv.Active() == 0 })

@@ -13,6 +13,7 @@ import (
 	gomilter "github.com/emersion/go-milter"
 
 	"github.com/antespam/antespam-milter/config"
+	"github.com/antespam/antespam-milter/internal/testserver"
 	"github.com/antespam/antespam-milter/lookup"
 )
 
@@ -71,7 +72,7 @@ func TestTransaction(t *testing.T) {
 				t.Fatal(err)
 			}
 			if act.Code != gomilter.ActContinue {
-				t.Errorf("End = %q", reply(act))
+				t.Errorf("End = %q", testserver.Reply(act))
 			}
 		}
 	}
@@ -388,13 +389,13 @@ func TestSetPolicyUnderLoad(t *testing.T) {
 					errs <- err
 					return
 				}
-				switch reply(act) {
+				switch testserver.Reply(act) {
 				case "550 5.1.1 policy-a x@example.org":
 					c[0]++
 				case "550 5.1.1 policy-b x@example.org":
 					c[1]++
 				default:
-					errs <- errors.New("unexpected reply " + reply(act))
+					errs <- errors.New("unexpected reply " + testserver.Reply(act))
 					return
 				}
 			}

@@ -147,9 +147,7 @@ func TestServeSIGTERMUnderLoad(t *testing.T) {
 	for i := range n {
 		go func() {
 			defer term.Done()
-			c := gomilter.NewClientWithOptions(d.Network, d.Address, gomilter.ClientOptions{
-				ReadTimeout: 20 * time.Second, WriteTimeout: 5 * time.Second, ActionMask: 0x3f, ProtocolMask: 0x7f,
-			})
+			c := d.MilterClient(20*time.Second, nil)
 			s, err := c.Session()
 			if err != nil {
 				ready.Done()
@@ -176,7 +174,7 @@ func TestServeSIGTERMUnderLoad(t *testing.T) {
 					fail("session %d rcpt %s after SIGTERM: %v", i, r.addr, err)
 					return
 				}
-				if got := reply(a); got != r.want {
+				if got := testserver.Reply(a); got != r.want {
 					fail("session %d rcpt %s: %q, want %q", i, r.addr, got, r.want)
 				}
 			}

@@ -83,30 +83,13 @@ func runBin(t *testing.T, args ...string) (stdout, stderr string, code int) {
 // the v2 masks the daemon's go-milter server accepts.
 func milterSession(t *testing.T, d *testserver.Daemon) *gomilter.ClientSession {
 	t.Helper()
-	c := gomilter.NewClientWithOptions(d.Network, d.Address, gomilter.ClientOptions{
-		ReadTimeout:  20 * time.Second,
-		WriteTimeout: 5 * time.Second,
-		ActionMask:   0x3f,
-		ProtocolMask: 0x7f,
-	})
+	c := d.MilterClient(20*time.Second, nil)
 	s, err := c.Session()
 	if err != nil {
 		t.Fatalf("milter session: %v", err)
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
-}
-
-// reply renders a milter action as the MTA would see it: "continue" or
-// "550 5.1.1 ...".
-func reply(a *gomilter.Action) string {
-	switch a.Code {
-	case gomilter.ActContinue:
-		return "continue"
-	case gomilter.ActReplyCode:
-		return fmt.Sprintf("%d %s", a.SMTPCode, a.SMTPText)
-	}
-	return fmt.Sprintf("action %c", a.Code)
 }
 
 // rcpt opens a session, connects from 127.0.0.1 (not listed), sends MAIL
@@ -124,5 +107,5 @@ func rcpt(t *testing.T, d *testserver.Daemon, addr string) string {
 	if err != nil {
 		t.Fatalf("rcpt %s: %v", addr, err)
 	}
-	return reply(a)
+	return testserver.Reply(a)
 }

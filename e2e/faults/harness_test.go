@@ -134,17 +134,6 @@ func startEnv(t *testing.T, o envOptions) *env {
 	return e
 }
 
-// client opens milter sessions to d the way an MTA does.
-func client(d *testserver.Daemon, readTimeout time.Duration, dialer gomilter.Dialer) *gomilter.Client {
-	if dialer == nil {
-		dialer = &net.Dialer{Timeout: 5 * time.Second}
-	}
-	return gomilter.NewClientWithOptions(d.Network, d.Address, gomilter.ClientOptions{
-		Dialer: dialer, ReadTimeout: readTimeout, WriteTimeout: 5 * time.Second,
-		ActionMask: 0x3f, ProtocolMask: 0x7f,
-	})
-}
-
 func classify(a *gomilter.Action) string {
 	switch {
 	case a.Code == gomilter.ActContinue:
@@ -296,6 +285,33 @@ type loadSpec struct {
 
 // runLoad runs spec until ctx ends or max RCPTs were sent, counting into
 // t, and returns when every worker is done.
+// mixedLoad is a loadSpec.next: of every period items, one a user no
+// cache holds yet (fresh, in order through the directory), one of pool
+// unknown addresses and the rest users among the first pool (known,
+// cached after their first time).
+func mixedLoad(period, pool int) func(int) item {
+	return func(n int) item {
+		switch n % period {
+		case 0:
+			return item{freshG, userAddr(n / period % nUsers)}
+		case 1:
+			return item{unknownG, fmt.Sprintf("nobody%d@example.com", n%pool)}
+		}
+		return item{knownG, userAddr(n % pool)}
+	}
+}
+
+// startLoad runs runLoad in the background; the channel closes when it
+// has ended.
+func startLoad(ctx context.Context, d *testserver.Daemon, spec loadSpec, t *tally) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runLoad(ctx, d, spec, t)
+	}()
+	return done
+}
+
 func runLoad(ctx context.Context, d *testserver.Daemon, spec loadSpec, t *tally) {
 	if spec.rcptsPerSession == 0 {
 		spec.rcptsPerSession = 3
@@ -321,7 +337,7 @@ func runLoad(ctx context.Context, d *testserver.Daemon, spec loadSpec, t *tally)
 			}
 		}
 	}()
-	c := client(d, spec.readTimeout, nil)
+	c := d.MilterClient(spec.readTimeout, nil)
 	var wg sync.WaitGroup
 	for range spec.workers {
 		wg.Add(1)
@@ -403,7 +419,7 @@ func session(c *gomilter.Client, spec loadSpec, n int, tokens <-chan int, t *tal
 func ask(t *testing.T, d *testserver.Daemon, addrs ...string) []string {
 	t.Helper()
 	out := make([]string, len(addrs))
-	c := client(d, 20*time.Second, nil)
+	c := d.MilterClient(20*time.Second, nil)
 	for i, addr := range addrs {
 		s, err := c.Session()
 		if err != nil {

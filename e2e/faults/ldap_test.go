@@ -105,11 +105,7 @@ func TestSlapdKilledAndRestarted(t *testing.T) {
 	}
 
 	e.slapd.Start()
-	back := time.Now()
-	if !testserver.Eventually(40*time.Second, func() bool { return ask(t, e.d, userAddr(599))[0] == accept }) {
-		t.Fatalf("no fresh answer 40s after slapd came back:\n%s", e.d.Output())
-	}
-	t.Logf("fresh answers %s after slapd came back", time.Since(back).Round(time.Millisecond))
+	waitFresh(t, e, "slapd came back")
 	up := newTally(limit)
 	runLoad(context.Background(), e.d, loadSpec{workers: 16, rate: 200, max: 400, retry451: retryPause, next: func(n int) item {
 		switch n % 4 {
@@ -168,11 +164,7 @@ func TestSlapdFrozen(t *testing.T) {
 
 	e.slapd.Thaw()
 	thawed = true
-	back := time.Now()
-	if !testserver.Eventually(40*time.Second, func() bool { return ask(t, e.d, userAddr(599))[0] == accept }) {
-		t.Fatalf("no fresh answer 40s after SIGCONT:\n%s", e.d.Output())
-	}
-	t.Logf("fresh answers %s after SIGCONT", time.Since(back).Round(time.Millisecond))
+	waitFresh(t, e, "SIGCONT")
 	after := newTally(limit)
 	runLoad(context.Background(), e.d, loadSpec{workers: 16, rate: 200, max: 300, retry451: retryPause, next: func(n int) item {
 		switch n % 3 {
@@ -230,19 +222,7 @@ func TestMemcachedKilledAndRestarted(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	tl := newTally(e.opts.decisionTimeout + margin)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		runLoad(ctx, e.d, loadSpec{workers: 16, rate: 200, max: 1000, next: func(n int) item {
-			switch n % 4 {
-			case 0:
-				return item{freshG, userAddr(n / 4 % nUsers)}
-			case 1:
-				return item{unknownG, fmt.Sprintf("nobody%d@example.com", n%50)}
-			}
-			return item{knownG, userAddr(n % 50)}
-		}}, tl)
-	}()
+	done := startLoad(ctx, e.d, loadSpec{workers: 16, rate: 200, max: 1000, next: mixedLoad(4, 50)}, tl)
 	time.Sleep(1500 * time.Millisecond)
 	e.mc.Stop()
 	time.Sleep(1500 * time.Millisecond)
@@ -278,7 +258,7 @@ func TestSlapdPendingLimit(t *testing.T) {
 			start = make(chan struct{})
 			tl    = newTally(0)
 		)
-		c := client(e.d, 30*time.Second, nil)
+		c := e.d.MilterClient(30*time.Second, nil)
 		for i := range n {
 			wg.Add(1)
 			ready.Add(1)
@@ -345,4 +325,15 @@ func TestHostileRecipients(t *testing.T) {
 	if got := ask(t, e.d, userAddr(0), userAddr(1)); got[0] != accept || got[1] != accept {
 		t.Errorf("real users: %q", got)
 	}
+}
+
+// waitFresh waits up to 40 s for the directory's answer to a user no cache
+// holds (user599) after the directory came back, what says how.
+func waitFresh(t *testing.T, e *env, what string) {
+	t.Helper()
+	back := time.Now()
+	if !testserver.Eventually(40*time.Second, func() bool { return ask(t, e.d, userAddr(599))[0] == accept }) {
+		t.Fatalf("no fresh answer 40s after %s:\n%s", what, e.d.Output())
+	}
+	t.Logf("fresh answers %s after %s", time.Since(back).Round(time.Millisecond), what)
 }

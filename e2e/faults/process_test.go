@@ -61,12 +61,26 @@ func TestMTADropsMidSession(t *testing.T) {
 	const each = 40
 	negotiated := func(i int) (*gomilter.ClientSession, net.Conn) {
 		d := &countingDialer{}
-		s, err := client(e.d, 10*time.Second, d).Session()
+		s, err := e.d.MilterClient(10*time.Second, d).Session()
 		if err != nil {
 			t.Errorf("session %d: %v", i, err)
 			return nil, nil
 		}
 		return s, d.last()
+	}
+	// mailed is negotiated plus Connect and MAIL; nil on failure.
+	mailed := func(i int) net.Conn {
+		s, c := negotiated(i)
+		if s == nil {
+			return nil
+		}
+		if _, err := s.Conn("mx.client.test", gomilter.FamilyInet, 25, "192.0.2.1"); err != nil {
+			t.Errorf("conn: %v", err)
+		}
+		if _, err := s.Mail("<s@example.org>", nil); err != nil {
+			t.Errorf("mail: %v", err)
+		}
+		return c
 	}
 	stages := []struct {
 		name string
@@ -89,31 +103,15 @@ func TestMTADropsMidSession(t *testing.T) {
 			}
 		}},
 		{"after MAIL", func(i int) {
-			s, c := negotiated(i)
-			if s == nil {
-				return
+			if c := mailed(i); c != nil {
+				c.Close()
 			}
-			if _, err := s.Conn("mx.client.test", gomilter.FamilyInet, 25, "192.0.2.1"); err != nil {
-				t.Errorf("conn: %v", err)
-			}
-			if _, err := s.Mail("<s@example.org>", nil); err != nil {
-				t.Errorf("mail: %v", err)
-			}
-			c.Close()
 		}},
 		{"right after RCPT", func(i int) {
-			s, c := negotiated(i)
-			if s == nil {
-				return
+			if c := mailed(i); c != nil {
+				c.Write(packet('R', "<"+userAddr(100+i)+">\x00"))
+				c.Close()
 			}
-			if _, err := s.Conn("mx.client.test", gomilter.FamilyInet, 25, "192.0.2.1"); err != nil {
-				t.Errorf("conn: %v", err)
-			}
-			if _, err := s.Mail("<s@example.org>", nil); err != nil {
-				t.Errorf("mail: %v", err)
-			}
-			c.Write(packet('R', "<"+userAddr(100+i)+">\x00"))
-			c.Close()
 		}},
 	}
 	run := func(name string, cut func(int), offset int) {
@@ -163,19 +161,7 @@ func TestSIGHUPUnderLoad(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	tl := newTally(e.opts.decisionTimeout + margin)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		runLoad(ctx, e.d, loadSpec{workers: 16, rate: 150, max: 750, next: func(n int) item {
-			switch n % 3 {
-			case 0:
-				return item{freshG, userAddr(n / 3 % nUsers)}
-			case 1:
-				return item{unknownG, fmt.Sprintf("nobody%d@example.com", n%40)}
-			}
-			return item{knownG, userAddr(n % 40)}
-		}}, tl)
-	}()
+	done := startLoad(ctx, e.d, loadSpec{workers: 16, rate: 150, max: 750, next: mixedLoad(3, 40)}, tl)
 	sent := 0
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
@@ -221,7 +207,7 @@ func TestMaxSessions(t *testing.T) {
 	e := startEnv(t, envOptions{extra: fmt.Sprintf("max_sessions = %d", max)})
 	held := make([]*gomilter.ClientSession, max)
 	for i := range held {
-		s, err := client(e.d, 10*time.Second, nil).Session()
+		s, err := e.d.MilterClient(10*time.Second, nil).Session()
 		if err != nil {
 			t.Fatalf("session %d: %v", i, err)
 		}
@@ -233,7 +219,7 @@ func TestMaxSessions(t *testing.T) {
 
 	// One more: refused after its wait, not served.
 	start := time.Now()
-	_, err := client(e.d, 10*time.Second, nil).Session()
+	_, err := e.d.MilterClient(10*time.Second, nil).Session()
 	waited := time.Since(start)
 	if err == nil {
 		t.Fatalf("session %d of max_sessions = %d was served", max+1, max)
@@ -257,7 +243,7 @@ func TestMaxSessions(t *testing.T) {
 	got := make(chan error, 1)
 	dialer := &countingDialer{}
 	go func() {
-		s, err := client(e.d, 10*time.Second, dialer).Session()
+		s, err := e.d.MilterClient(10*time.Second, dialer).Session()
 		if err == nil {
 			_, err = s.Conn("mx.client.test", gomilter.FamilyInet, 25, "192.0.2.1")
 			if err == nil {

@@ -70,11 +70,7 @@ func TestSoak(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), dur)
 	defer cancel()
 	start := time.Now()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		runLoad(ctx, e.d, loadSpec{workers: 16, rate: rate, max: rate * int(dur/time.Second) * 2, next: next}, tl)
-	}()
+	done := startLoad(ctx, e.d, loadSpec{workers: 16, rate: rate, max: rate * int(dur/time.Second) * 2, next: next}, tl)
 
 	mcStop, slapdFreeze := dur/3, dur/2
 	var (
