@@ -71,36 +71,19 @@ domain = %s
 	}
 	pf := &postfix{ports: map[string]int{}, log: filepath.Join(pd, "maillog")}
 	main := fmt.Sprintf(`# written by bench/run
-compatibility_level = 3.6
-queue_directory = %[1]s/queue
-data_directory = %[1]s/data
-command_directory = /usr/sbin
-daemon_directory = /usr/lib/postfix/sbin
-meta_directory = /etc/postfix
-shlib_directory = /usr/lib/postfix
-mail_owner = postfix
-setgid_group = postdrop
+%[1]s
 myhostname = mx.bench.test
 mydomain = bench.test
 myorigin = $myhostname
 inet_interfaces = 127.0.0.1
 inet_protocols = ipv4
 mynetworks = 127.0.0.0/8
-mydestination =
-local_recipient_maps =
-alias_maps =
-alias_database =
 relay_domains = %[2]s
 relay_recipient_maps =
 proxy_read_maps = proxy:ldap:%[3]s
 smtpd_relay_restrictions = reject_unauth_destination
 smtpd_recipient_restrictions = reject_unauth_destination
 smtpd_data_restrictions = reject
-smtp_dns_support_level = disabled
-smtpd_peername_lookup = no
-smtputf8_enable = no
-biff = no
-in_flow_delay = 0
 default_process_limit = 200
 smtpd_client_connection_count_limit = 0
 smtpd_client_connection_rate_limit = 0
@@ -108,11 +91,9 @@ smtpd_error_sleep_time = 0
 smtpd_soft_error_limit = 10000
 smtpd_hard_error_limit = 10000
 smtpd_junk_command_limit = 10000
-maillog_file = %[1]s/maillog
-maillog_file_prefixes = %[1]s
 milter_default_action = tempfail
 smtpd_milters =
-`, pd, domain, ldapCF)
+`, testserver.PostfixInstance(pd), domain, ldapCF)
 	var services strings.Builder
 	overrides := map[string]string{
 		"a":  " -o smtpd_relay_restrictions= -o smtpd_recipient_restrictions=reject",

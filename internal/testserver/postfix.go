@@ -101,34 +101,15 @@ func StartPostfix(t testing.TB, o PostfixOptions) *Postfix {
 		protocols, interfaces, networks = "all", "127.0.0.1, [::1]", "127.0.0.0/8 [::1]/128"
 	}
 	main := fmt.Sprintf(`# written by testserver.StartPostfix
-compatibility_level = 3.6
-queue_directory = %[1]s/queue
-data_directory = %[1]s/data
-command_directory = /usr/sbin
-daemon_directory = /usr/lib/postfix/sbin
-meta_directory = /etc/postfix
-shlib_directory = /usr/lib/postfix
-mail_owner = postfix
-setgid_group = postdrop
+%[1]s
 myhostname = mx.test.example
 mydomain = test.example
 myorigin = $myhostname
 inet_interfaces = %[2]s
 inet_protocols = %[3]s
 mynetworks = %[4]s
-mydestination =
 relay_domains =
-local_recipient_maps =
-alias_maps =
-alias_database =
 relayhost = [%[5]s]:%[6]s
-smtp_dns_support_level = disabled
-smtpd_peername_lookup = no
-smtputf8_enable = no
-biff = no
-in_flow_delay = 0
-maillog_file = %[1]s/maillog
-maillog_file_prefixes = %[1]s
 queue_run_delay = 1s
 minimal_backoff_time = 1s
 maximal_backoff_time = 2s
@@ -140,7 +121,7 @@ smtp_connect_timeout = 5s
 %[7]s
 
 %[8]s
-`, dir, interfaces, protocols, networks, mtaHost(o.RelayHost), mtaPort(o.RelayHost),
+`, PostfixInstance(dir), interfaces, protocols, networks, mtaHost(o.RelayHost), mtaPort(o.RelayHost),
 		SubstituteMilter(o.Snippet, o.Milters[0]), o.MainCF)
 	p.MainCF = main
 
@@ -275,4 +256,31 @@ func mtaPort(hostport string) string {
 		return "25"
 	}
 	return p
+}
+
+// PostfixInstance is the part of main.cf that makes a private Postfix
+// instance in dir (queue, data and log there; Debian's programs; no local
+// delivery, no DNS, no delays), for StartPostfix and the benchmarks
+// (bench/run); the rest of main.cf says what the instance does.
+func PostfixInstance(dir string) string {
+	return fmt.Sprintf(`compatibility_level = 3.6
+queue_directory = %[1]s/queue
+data_directory = %[1]s/data
+command_directory = /usr/sbin
+daemon_directory = /usr/lib/postfix/sbin
+meta_directory = /etc/postfix
+shlib_directory = /usr/lib/postfix
+mail_owner = postfix
+setgid_group = postdrop
+mydestination =
+local_recipient_maps =
+alias_maps =
+alias_database =
+smtp_dns_support_level = disabled
+smtpd_peername_lookup = no
+smtputf8_enable = no
+biff = no
+in_flow_delay = 0
+maillog_file = %[1]s/maillog
+maillog_file_prefixes = %[1]s`, dir)
 }
