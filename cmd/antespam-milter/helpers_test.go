@@ -96,16 +96,5 @@ func milterSession(t *testing.T, d *testserver.Daemon) *gomilter.ClientSession {
 // and RCPT rcpt, and returns the reply to RCPT.
 func rcpt(t *testing.T, d *testserver.Daemon, addr string) string {
 	t.Helper()
-	s := milterSession(t, d)
-	if _, err := s.Conn("client.test", gomilter.FamilyInet, 25, "127.0.0.1"); err != nil {
-		t.Fatalf("conn: %v", err)
-	}
-	if _, err := s.Mail("<sender@example.org>", nil); err != nil {
-		t.Fatalf("mail: %v", err)
-	}
-	a, err := s.Rcpt("<"+addr+">", nil)
-	if err != nil {
-		t.Fatalf("rcpt %s: %v", addr, err)
-	}
-	return testserver.Reply(a)
+	return testserver.Reply(testserver.AskRcpt(t, milterSession(t, d), "127.0.0.1", addr))
 }

@@ -425,17 +425,7 @@ func ask(t *testing.T, d *testserver.Daemon, addrs ...string) []string {
 		if err != nil {
 			t.Fatalf("session: %v", err)
 		}
-		if _, err := s.Conn("mx.client.test", gomilter.FamilyInet, 25, "192.0.2.1"); err != nil {
-			t.Fatalf("conn: %v", err)
-		}
-		if _, err := s.Mail("<sender@example.org>", nil); err != nil {
-			t.Fatalf("mail: %v", err)
-		}
-		a, err := s.Rcpt("<"+addr+">", nil)
-		if err != nil {
-			t.Fatalf("rcpt %s: %v", addr, err)
-		}
-		out[i] = classify(a)
+		out[i] = classify(testserver.AskRcpt(t, s, "192.0.2.1", addr))
 		s.Close()
 	}
 	return out

@@ -38,6 +38,22 @@ func warm(t *testing.T, e *env, known, unknown []string) {
 	}
 }
 
+// warmMix is a loadSpec.next over the warmed-up addresses: of every
+// period items, one a user from freshFrom on, in order (never asked: not
+// cached), one of unknown (cached not-found) and the rest of known
+// (cached found).
+func warmMix(period, freshFrom int, unknown, known []string) func(int) item {
+	return func(n int) item {
+		switch n % period {
+		case 0:
+			return item{freshG, userAddr(freshFrom + n/period)}
+		case 1:
+			return item{unknownG, unknown[n%len(unknown)]}
+		}
+		return item{knownG, known[n%len(known)]}
+	}
+}
+
 func addrs(format string, from, to int) []string {
 	var out []string
 	for i := from; i < to; i++ {
@@ -86,15 +102,7 @@ func TestSlapdKilledAndRestarted(t *testing.T) {
 	time.Sleep(1500 * time.Millisecond) // every cached answer past its TTL
 	limit := e.opts.decisionTimeout + margin
 	down := newTally(limit)
-	runLoad(context.Background(), e.d, loadSpec{workers: 16, rate: 200, max: 600, next: func(n int) item {
-		switch n % 4 {
-		case 0:
-			return item{freshG, userAddr(300 + n/4)} // never asked: not cached
-		case 1:
-			return item{unknownG, unknown[n%len(unknown)]} // cached not-found, past its TTL
-		}
-		return item{knownG, known[n%len(known)]} // cached found: served stale
-	}}, down)
+	runLoad(context.Background(), e.d, loadSpec{workers: 16, rate: 200, max: 600, next: warmMix(4, 300, unknown, known)}, down)
 	t.Logf("slapd down: %s", down)
 	checkTotals(t, "slapd down", down, map[string]string{knownG: accept, freshG: tempfail, unknownG: tempfail})
 	if n := down.total(reject); n != 0 {
@@ -147,15 +155,7 @@ func TestSlapdFrozen(t *testing.T) {
 	frozen := newTally(limit)
 	// Every lookup waits ldap.timeout: 64 sessions at a time, three RCPTs
 	// each.
-	runLoad(context.Background(), e.d, loadSpec{workers: 64, rate: 150, max: 192, next: func(n int) item {
-		switch n % 3 {
-		case 0:
-			return item{freshG, userAddr(300 + n/3)}
-		case 1:
-			return item{unknownG, unknown[n%len(unknown)]}
-		}
-		return item{knownG, known[n%len(known)]}
-	}}, frozen)
+	runLoad(context.Background(), e.d, loadSpec{workers: 64, rate: 150, max: 192, next: warmMix(3, 300, unknown, known)}, frozen)
 	t.Logf("slapd frozen: %s", frozen)
 	checkTotals(t, "slapd frozen", frozen, map[string]string{knownG: accept, freshG: tempfail, unknownG: tempfail})
 	if n := frozen.total(reject); n != 0 {
@@ -166,15 +166,7 @@ func TestSlapdFrozen(t *testing.T) {
 	thawed = true
 	waitFresh(t, e, "SIGCONT")
 	after := newTally(limit)
-	runLoad(context.Background(), e.d, loadSpec{workers: 16, rate: 200, max: 300, retry451: retryPause, next: func(n int) item {
-		switch n % 3 {
-		case 0:
-			return item{freshG, userAddr(460 + n/3)}
-		case 1:
-			return item{unknownG, unknown[n%len(unknown)]}
-		}
-		return item{knownG, known[n%len(known)]}
-	}}, after)
+	runLoad(context.Background(), e.d, loadSpec{workers: 16, rate: 200, max: 300, retry451: retryPause, next: warmMix(3, 460, unknown, known)}, after)
 	t.Logf("after SIGCONT: %s", after)
 	checkTotals(t, "after SIGCONT", after, map[string]string{knownG: accept, freshG: accept, unknownG: reject})
 }

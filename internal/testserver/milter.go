@@ -3,6 +3,7 @@ package testserver
 import (
 	"net"
 	"strconv"
+	"testing"
 	"time"
 
 	gomilter "github.com/emersion/go-milter"
@@ -32,4 +33,22 @@ func Reply(a *gomilter.Action) string {
 		return strconv.Itoa(a.SMTPCode) + " " + a.SMTPText
 	}
 	return "action " + string(rune(a.Code))
+}
+
+// AskRcpt sends Connect from client (an IP address), MAIL and RCPT
+// TO:<rcpt> on the negotiated session s, failing t on any error, and
+// returns the action answering RCPT.
+func AskRcpt(t testing.TB, s *gomilter.ClientSession, client, rcpt string) *gomilter.Action {
+	t.Helper()
+	if _, err := s.Conn("mx.client.test", gomilter.FamilyInet, 25, client); err != nil {
+		t.Fatalf("conn: %v", err)
+	}
+	if _, err := s.Mail("<sender@example.org>", nil); err != nil {
+		t.Fatalf("mail: %v", err)
+	}
+	a, err := s.Rcpt("<"+rcpt+">", nil)
+	if err != nil {
+		t.Fatalf("rcpt %s: %v", rcpt, err)
+	}
+	return a
 }
